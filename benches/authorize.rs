@@ -10,8 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
-use msec::core::policy::{AuthorizeLayer, Policy, Requirement};
 use msec::core::Principal;
+use msec::core::policy::{AuthorizeLayer, Policy, Requirement};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn policy(routes: usize) -> Policy {
@@ -42,7 +42,16 @@ fn bench(c: &mut Criterion) {
         let mut svc = inner;
         b.iter(|| {
             let req = request("/v1/svc3/items/42", &p5);
-            black_box(svc.ready().now_or_never().unwrap().unwrap().call(req).now_or_never().unwrap().unwrap())
+            black_box(
+                svc.ready()
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .call(req)
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
         });
     });
     for (n, path, p) in [(5, "/v1/svc3/items/42", &p5), (100, "/v1/svc97/items/42", &p100)] {
@@ -50,7 +59,16 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("policy_{n}_routes_allow"), |b| {
             b.iter(|| {
                 let req = request(path, p);
-                black_box(svc.ready().now_or_never().unwrap().unwrap().call(req).now_or_never().unwrap().unwrap())
+                black_box(
+                    svc.ready()
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap()
+                        .call(req)
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap(),
+                )
             });
         });
     }
@@ -58,7 +76,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("policy_100_routes_deny_insufficient_scope", |b| {
         b.iter(|| {
             let req = request("/v1/svc10/items/42", &p100);
-            black_box(svc.ready().now_or_never().unwrap().unwrap().call(req).now_or_never().unwrap().unwrap())
+            black_box(
+                svc.ready()
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .call(req)
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
         });
     });
     g.finish();

@@ -62,14 +62,24 @@ impl Tour {
         let resp: Response<_> = self.client.request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Records a line: `what` was sent, `answer` came back, `expected` status and code were wanted.
     pub fn record(&mut self, section: &'static str, what: &str, answer: &Answer, expected: (u16, &str)) {
         let code = answer.code();
         let ok = answer.status == expected.0 && code == expected.1;
-        self.rows.push(Row { section, request: what.to_owned(), status: answer.status.to_string(), code, ok });
+        self.rows.push(Row {
+            section,
+            request: what.to_owned(),
+            status: answer.status.to_string(),
+            code,
+            ok,
+        });
     }
 
     /// Records a line that is not an HTTP exchange (a gRPC call, a CLI step).
@@ -88,11 +98,19 @@ impl Tour {
         let w1 = self.rows.iter().map(|r| r.request.len()).max().unwrap_or(0).max(7);
         let w2 = self.rows.iter().map(|r| r.status.len()).max().unwrap_or(0).max(6);
         let mut out = String::new();
-        let _ = writeln!(out, "{:w0$}  {:w1$}  {:w2$}  reason code", "section", "request", "status");
+        let _ = writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  reason code",
+            "section", "request", "status"
+        );
         let _ = writeln!(out, "{}", "-".repeat(w0 + w1 + w2 + 20));
         for r in &self.rows {
             let mark = if r.ok { "" } else { "   <-- UNEXPECTED" };
-            let _ = writeln!(out, "{:w0$}  {:w1$}  {:w2$}  {}{mark}", r.section, r.request, r.status, r.code);
+            let _ = writeln!(
+                out,
+                "{:w0$}  {:w1$}  {:w2$}  {}{mark}",
+                r.section, r.request, r.status, r.code
+            );
         }
         print!("{out}");
         self.rows.iter().all(|r| r.ok)

@@ -28,8 +28,7 @@ use crate::rejection::Rejection;
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        self.into_http_response::<axum::body::Body>()
-            .map(axum::body::Body::new)
+        self.into_http_response::<axum::body::Body>().map(axum::body::Body::new)
     }
 }
 
@@ -70,7 +69,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIdentity {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerIdentity {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Arc<PeerIdentity>>().map(|p| PeerIdentity::clone(p)))
+        Ok(parts
+            .extensions
+            .get::<Arc<PeerIdentity>>()
+            .map(|p| PeerIdentity::clone(p)))
     }
 }
 
@@ -80,9 +82,8 @@ pub const CLIENT_ADDR_UNKNOWN: ReasonCode = ReasonCode::new("client_addr_unknown
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Rejection;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-        ClientAddr::from_extensions(&parts.extensions).ok_or_else(|| {
-            Rejection::bad_request(CLIENT_ADDR_UNKNOWN, "the client address is unknown")
-        })
+        ClientAddr::from_extensions(&parts.extensions)
+            .ok_or_else(|| Rejection::bad_request(CLIENT_ADDR_UNKNOWN, "the client address is unknown"))
     }
 }
 

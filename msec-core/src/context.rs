@@ -340,7 +340,13 @@ mod tests {
     fn no_context_means_no_detail_work() {
         let req = http::Request::new(());
         let mut ran = false;
-        record_with(req.extensions(), "t", Outcome::Allow, ReasonCode::POLICY_ALLOWED, |_| ran = true);
+        record_with(
+            req.extensions(),
+            "t",
+            Outcome::Allow,
+            ReasonCode::POLICY_ALLOWED,
+            |_| ran = true,
+        );
         assert!(!ran);
     }
 

@@ -22,7 +22,7 @@
 //!
 //! let layer = SecureHeadersLayer::api()
 //!     .header(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("SAMEORIGIN"))
-//!     .without(HeaderName::from_static("referrer-policy"));
+//!     .without(&HeaderName::from_static("referrer-policy"));
 //! # let _ = layer;
 //! ```
 
@@ -110,14 +110,14 @@ impl SecureHeadersLayer {
 
     /// Removes a header from the preset.
     #[must_use]
-    pub fn without(mut self, name: HeaderName) -> Self {
+    pub fn without(mut self, name: &HeaderName) -> Self {
         let c = self.cfg();
         if name == header::STRICT_TRANSPORT_SECURITY {
             c.hsts = Hsts::Never;
         } else if name == header::CACHE_CONTROL {
             c.no_store = None;
         }
-        c.headers.retain(|(n, _)| *n != name);
+        c.headers.retain(|(n, _)| n != name);
         self
     }
 
@@ -227,12 +227,10 @@ where
         if *this.tls && !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
             h.insert(header::STRICT_TRANSPORT_SECURITY, this.cfg.hsts_value.clone());
         }
-        if *this.credentials {
-            if let Some(v) = &this.cfg.no_store {
-                if !h.contains_key(header::CACHE_CONTROL) {
-                    h.insert(header::CACHE_CONTROL, v.clone());
-                }
-            }
+        if let (true, Some(v)) = (*this.credentials, &this.cfg.no_store)
+            && !h.contains_key(header::CACHE_CONTROL)
+        {
+            h.insert(header::CACHE_CONTROL, v.clone());
         }
         Poll::Ready(Ok(resp))
     }

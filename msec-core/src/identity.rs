@@ -158,9 +158,7 @@ impl Principal {
 
     /// True when the principal holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes
-            .binary_search_by(|s| s.as_str().cmp(scope))
-            .is_ok()
+        self.scopes.binary_search_by(|s| s.as_str().cmp(scope)).is_ok()
     }
 
     /// True when the principal has `role`.
@@ -178,7 +176,11 @@ impl Principal {
     pub fn audiences(&self) -> impl Iterator<Item = &str> {
         let v = self.claims.get("aud");
         let one = v.and_then(Value::as_str);
-        let many = v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+        let many = v
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
         one.into_iter().chain(many)
     }
 }

@@ -225,7 +225,11 @@ impl Rejection {
 
     /// 415 `unsupported_media_type`.
     pub fn unsupported_media_type(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ReasonCode::UNSUPPORTED_MEDIA_TYPE, detail)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ReasonCode::UNSUPPORTED_MEDIA_TYPE,
+            detail,
+        )
     }
 
     /// 422 with `code`.
@@ -327,7 +331,10 @@ impl Rejection {
     /// The problem+json document (RFC 9457).
     pub fn problem_json(&self) -> Bytes {
         let mut m = Map::with_capacity(5 + self.members.len());
-        m.insert("type".into(), Value::from(format!("{PROBLEM_TYPE_PREFIX}{}", self.code)));
+        m.insert(
+            "type".into(),
+            Value::from(format!("{PROBLEM_TYPE_PREFIX}{}", self.code)),
+        );
         m.insert(
             "title".into(),
             Value::from(self.status.canonical_reason().unwrap_or("Error")),

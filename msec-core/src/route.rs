@@ -108,7 +108,10 @@ impl RouteSpec {
             Some(_) if first == "ANY" || first == "*" => (None, rest.unwrap_or_default(), false),
             Some(target) => {
                 if !first.bytes().all(|b| b.is_ascii_uppercase()) {
-                    return Err(RouteError::new(spec, "the method must be upper-case (GET, POST, ...), ANY, or `grpc`"));
+                    return Err(RouteError::new(
+                        spec,
+                        "the method must be upper-case (GET, POST, ...), ANY, or `grpc`",
+                    ));
                 }
                 let m = Method::from_bytes(first.as_bytes()).map_err(|_| RouteError::new(spec, "invalid method"))?;
                 (Some(m), target, false)
@@ -119,13 +122,17 @@ impl RouteSpec {
         }
         let template = if grpc {
             let t = target.strip_prefix('/').unwrap_or(target);
-            let valid = |x: &str| {
-                !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_'))
-            };
+            let valid =
+                |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_'));
             match t.split_once('/') {
                 Some((svc, m)) if valid(svc) && valid(m) => format!("/{svc}/{m}"),
                 None if valid(t) => format!("/{t}/{{*method}}"),
-                _ => return Err(RouteError::new(spec, "a gRPC route is `grpc /package.Service` or `grpc /package.Service/Method`")),
+                _ => {
+                    return Err(RouteError::new(
+                        spec,
+                        "a gRPC route is `grpc /package.Service` or `grpc /package.Service/Method`",
+                    ));
+                }
             }
         } else if target == "*" {
             return Ok(Self {
@@ -362,10 +369,8 @@ impl<T> RouteTable<T> {
         if let Some(&child) = n.statics.get(seg) {
             self.walk(child, next, out);
         }
-        if !seg.is_empty() {
-            if let Some(p) = n.param {
-                self.walk(p, next, out);
-            }
+        if let (false, Some(p)) = (seg.is_empty(), n.param) {
+            self.walk(p, next, out);
         }
         if !r.is_empty() {
             out.extend_from_slice(&n.catch_all);

@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(SpiffeId::parse("spiffe://td/a/"), Err(SpiffeIdError::TrailingSlash));
         assert_eq!(SpiffeId::parse("spiffe://td/a//b"), Err(SpiffeIdError::EmptySegment));
         assert_eq!(SpiffeId::parse("spiffe://td/a/../b"), Err(SpiffeIdError::DotSegment));
-        assert_eq!(SpiffeId::parse("spiffe://td:443/a"), Err(SpiffeIdError::BadTrustDomainChar));
+        assert_eq!(
+            SpiffeId::parse("spiffe://td:443/a"),
+            Err(SpiffeIdError::BadTrustDomainChar)
+        );
         assert_eq!(SpiffeId::parse("spiffe://td/a?b"), Err(SpiffeIdError::BadPathChar));
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -26,7 +26,9 @@ pub struct TestCert {
 
 impl std::fmt::Debug for TestCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCert").field("cert_der_len", &self.cert_der.len()).finish()
+        f.debug_struct("TestCert")
+            .field("cert_der_len", &self.cert_der.len())
+            .finish()
     }
 }
 
@@ -120,7 +122,9 @@ pub struct TestCa {
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").field("trust_domain", &self.trust_domain).finish()
+        f.debug_struct("TestCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish()
     }
 }
 
@@ -138,12 +142,16 @@ impl TestCa {
         dn.push(DnType::OrganizationName, "msec tests");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = at(-86_400);
         params.not_after = at(10 * 365 * 86_400);
-        params
-            .subject_alt_names
-            .push(SanType::URI(format!("spiffe://{trust_domain}").try_into().expect("uri")));
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://{trust_domain}").try_into().expect("uri"),
+        ));
         let cert = params.self_signed(&key).expect("self-sign CA");
         Self {
             trust_domain: trust_domain.to_owned(),
@@ -174,13 +182,17 @@ impl TestCa {
         dn.push(DnType::CommonName, spec.common_name.clone());
         params.distinguished_name = dn;
         for d in &spec.dns {
-            params.subject_alt_names.push(SanType::DnsName(d.clone().try_into().expect("dns")));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(d.clone().try_into().expect("dns")));
         }
         for ip in &spec.ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         for u in &spec.uris {
-            params.subject_alt_names.push(SanType::URI(u.clone().try_into().expect("uri")));
+            params
+                .subject_alt_names
+                .push(SanType::URI(u.clone().try_into().expect("uri")));
         }
         let (nb, na) = spec.validity.unwrap_or((-3_600, 86_400));
         params.not_before = at(nb);

@@ -94,7 +94,10 @@ pub struct TestKey {
 
 impl std::fmt::Debug for TestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestKey").field("alg", &self.alg).field("kid", &self.kid).finish()
+        f.debug_struct("TestKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
@@ -173,10 +176,7 @@ impl TestKey {
             Alg::ES256 => Self::es256(),
             Alg::ES384 => Self::es384(),
             Alg::EdDSA => Self::eddsa(),
-            Alg::HS256 | Alg::HS384 | Alg::HS512 => Self {
-                alg,
-                ..Self::hs256()
-            },
+            Alg::HS256 | Alg::HS384 | Alg::HS512 => Self { alg, ..Self::hs256() },
         }
     }
 
@@ -206,8 +206,8 @@ impl TestKey {
                 kp.public_key().as_ref().to_vec()
             }
             Alg::EdDSA => {
-                let kp = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.private_der)
-                    .expect("ed25519 fixture");
+                let kp =
+                    signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.private_der).expect("ed25519 fixture");
                 kp.public_key().as_ref().to_vec()
             }
             Alg::HS256 | Alg::HS384 | Alg::HS512 => Vec::new(),
@@ -225,7 +225,11 @@ impl TestKey {
                 json!({"kty": "RSA", "n": b64(n), "e": b64(e)})
             }
             Alg::ES256 | Alg::ES384 => {
-                let (crv, len) = if self.alg == Alg::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+                let (crv, len) = if self.alg == Alg::ES256 {
+                    ("P-256", 32)
+                } else {
+                    ("P-384", 48)
+                };
                 json!({"kty": "EC", "crv": crv, "x": b64(&pk[1..1 + len]), "y": b64(&pk[1 + len..])})
             }
             Alg::EdDSA => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&pk)}),
@@ -377,7 +381,11 @@ impl TokenBuilder<'_> {
     }
     /// `exp` = `iat` + `d` (or now + `d` when there is no `iat`).
     pub fn expires_in(self, d: Duration) -> Self {
-        let iat = self.claims.get("iat").and_then(Value::as_i64).unwrap_or_else(|| unix(SystemTime::now()));
+        let iat = self
+            .claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| unix(SystemTime::now()));
         self.claim("exp", iat + d.as_secs() as i64)
     }
     /// `exp` at `t`.

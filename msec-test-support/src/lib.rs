@@ -10,7 +10,7 @@
 //! - [`pb`]: a generated tonic `Echo` service (compiled with protox, no `protoc` needed).
 //! - [`net`]: loopback listeners.
 #![forbid(unsafe_code)]
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::should_implement_trait)]
 
 pub mod ca;
 pub mod keys;

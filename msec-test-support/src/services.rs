@@ -21,7 +21,10 @@ pub fn required() -> bool {
 /// Skips (prints a notice, returns `false`) or fails (panics, when services are required) for `what`.
 #[allow(clippy::print_stderr)]
 pub fn unavailable(what: &str, why: &str) -> bool {
-    assert!(!required(), "{what} is required (MSEC_REQUIRE_SERVICES=1) but unavailable: {why}");
+    assert!(
+        !required(),
+        "{what} is required (MSEC_REQUIRE_SERVICES=1) but unavailable: {why}"
+    );
     eprintln!("NOTICE: skipping: {what} is unavailable ({why}); set MSEC_REQUIRE_SERVICES=1 to make this a failure");
     false
 }
@@ -39,7 +42,12 @@ async fn reachable(addr: &str) -> Result<(), String> {
 /// is not reachable.
 pub async fn redis_url() -> Option<String> {
     let url = std::env::var("MSEC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let hostport = url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
+    let hostport = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     match reachable(&hostport).await {
         Ok(()) => Some(url),
         Err(e) => {
@@ -52,8 +60,8 @@ pub async fn redis_url() -> Option<String> {
 /// The PostgreSQL connection string (`MSEC_POSTGRES`, default
 /// `host=127.0.0.1 port=5432 user=postgres dbname=test`), or `None` (after a notice) when unreachable.
 pub async fn postgres_config() -> Option<String> {
-    let cfg = std::env::var("MSEC_POSTGRES")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    let cfg =
+        std::env::var("MSEC_POSTGRES").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
     match reachable("127.0.0.1:5432").await {
         Ok(()) => Some(cfg),
         Err(e) => {

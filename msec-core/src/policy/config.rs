@@ -169,7 +169,11 @@ fn compile(spec: ReqSpec, b: &PolicyBuilder) -> Result<Requirement, String> {
         ReqSpec::Not(r) => Requirement::Not(Box::new(compile(*r, b)?)),
         ReqSpec::Custom(name) => match b.customs.get(&name) {
             Some(c) => Requirement::Custom(c.clone()),
-            None => return Err(format!("unknown custom requirement {name:?}: register it with `register_custom` first")),
+            None => {
+                return Err(format!(
+                    "unknown custom requirement {name:?}: register it with `register_custom` first"
+                ));
+            }
         },
     })
 }
@@ -233,7 +237,9 @@ fn toml_rule_lines(text: &str) -> Vec<usize> {
 
 #[cfg(feature = "toml")]
 pub(super) fn load_toml(mut b: PolicyBuilder, text: &str) -> Result<PolicyBuilder, PolicyError> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| PolicyError::Syntax(e.to_string()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| PolicyError::Syntax(e.to_string()))?;
     for key in doc.keys() {
         if !matches!(key.as_str(), "mode" | "rule" | "rules") {
             return Err(PolicyError::Syntax(format!(
@@ -251,7 +257,11 @@ pub(super) fn load_toml(mut b: PolicyBuilder, text: &str) -> Result<PolicyBuilde
     let rules = match doc.get("rule").or_else(|| doc.get("rules")) {
         None => return Ok(b),
         Some(toml::Value::Array(a)) => a.clone(),
-        Some(_) => return Err(PolicyError::Syntax("`rule` must be an array of tables ([[rule]])".into())),
+        Some(_) => {
+            return Err(PolicyError::Syntax(
+                "`rule` must be an array of tables ([[rule]])".into(),
+            ));
+        }
     };
     let base = b.rules.len();
     for (i, v) in rules.into_iter().enumerate() {
@@ -272,7 +282,11 @@ pub(super) fn load_yaml(mut b: PolicyBuilder, text: &str) -> Result<PolicyBuilde
     let map = match doc {
         Y::Mapping(m) => m,
         Y::Null => return Ok(b),
-        _ => return Err(PolicyError::Syntax("a policy is a mapping with `mode` and `rules`".into())),
+        _ => {
+            return Err(PolicyError::Syntax(
+                "a policy is a mapping with `mode` and `rules`".into(),
+            ));
+        }
     };
     for (k, _) in &map {
         match k.as_str() {

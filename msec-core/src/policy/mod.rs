@@ -220,15 +220,11 @@ fn rejection_for(code: ReasonCode, missing_scopes: &[String]) -> Rejection {
         ReasonCode::NO_MATCHING_RULE | ReasonCode::POLICY_DENIED => {
             Rejection::forbidden(code, "access to this resource is denied")
         }
-        ReasonCode::MISSING_PEER_IDENTITY => {
-            Rejection::forbidden(code, "this resource requires a client certificate")
-        }
+        ReasonCode::MISSING_PEER_IDENTITY => Rejection::forbidden(code, "this resource requires a client certificate"),
         ReasonCode::PEER_NOT_ALLOWED => {
             Rejection::forbidden(code, "the calling service is not allowed to access this resource")
         }
-        ReasonCode::CLIENT_IP_NOT_ALLOWED => {
-            Rejection::forbidden(code, "access from this network is not allowed")
-        }
+        ReasonCode::CLIENT_IP_NOT_ALLOWED => Rejection::forbidden(code, "access from this network is not allowed"),
         _ => Rejection::forbidden(code, "the principal is not allowed to access this resource"),
     }
 }
@@ -445,13 +441,25 @@ impl PolicyBuilder {
                 return Err(PolicyError::rule(i, &name, "a rule needs a name"));
             }
             if let Some(prev) = names.insert(name.clone(), i) {
-                return Err(PolicyError::rule(i, &name, format!("duplicate rule name (also rule #{})", prev + 1)));
+                return Err(PolicyError::rule(
+                    i,
+                    &name,
+                    format!("duplicate rule name (also rule #{})", prev + 1),
+                ));
             }
             if routes.is_empty() {
-                return Err(PolicyError::rule(i, &name, "a rule needs at least one route (`*` for all)"));
+                return Err(PolicyError::rule(
+                    i,
+                    &name,
+                    "a rule needs at least one route (`*` for all)",
+                ));
             }
             if shadow && effect == Effect::Allow {
-                return Err(PolicyError::rule(i, &name, "only DENY rules can be shadow rules; use a shadow-mode policy to try ALLOW rules"));
+                return Err(PolicyError::rule(
+                    i,
+                    &name,
+                    "only DENY rules can be shadow rules; use a shadow-mode policy to try ALLOW rules",
+                ));
             }
             validate_requirement(&requirement).map_err(|m| PolicyError::rule(i, &name, m))?;
             let mut specs = Vec::with_capacity(routes.len());

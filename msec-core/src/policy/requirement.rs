@@ -266,10 +266,7 @@ impl Requirement {
         Self::Not(Box::new(r))
     }
     /// [`Requirement::Custom`].
-    pub fn custom(
-        name: impl Into<Arc<str>>,
-        f: impl Fn(&RequestFacts<'_>) -> bool + Send + Sync + 'static,
-    ) -> Self {
+    pub fn custom(name: impl Into<Arc<str>>, f: impl Fn(&RequestFacts<'_>) -> bool + Send + Sync + 'static) -> Self {
         Self::Custom(CustomRequirement::new(name, f))
     }
 
@@ -388,7 +385,7 @@ impl Requirement {
 
 /// The most useful failure of an `Any`: authenticate first; then every missing scope; then the first reason.
 pub(crate) fn combine_any(failures: Vec<Failure>) -> Failure {
-    if failures.iter().any(|f| *f == Failure::NeedsPrincipal) {
+    if failures.contains(&Failure::NeedsPrincipal) {
         return Failure::NeedsPrincipal;
     }
     if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::MissingScopes(_))) {

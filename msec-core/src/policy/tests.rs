@@ -22,7 +22,11 @@ fn sample() -> Policy {
         .allow("read", ["GET /v1/orders/{id}"], Requirement::scope("orders:read"))
         .allow("v1", ["/v1/{*rest}"], Requirement::Authenticated)
         .allow("admin", ["/v1/admin/{*rest}"], Requirement::role("admin"))
-        .deny("blocked subject", ["/v1/{*rest}"], Requirement::claim_equals("blocked", true))
+        .deny(
+            "blocked subject",
+            ["/v1/{*rest}"],
+            Requirement::claim_equals("blocked", true),
+        )
         .build()
         .unwrap()
 }
@@ -66,7 +70,10 @@ fn most_specific_route_decides() {
     let e = eval(&p, Method::GET, "/v1/admin/users", Some(&user(&[])));
     assert_eq!((e.outcome, e.code), (Outcome::Deny, ReasonCode::MISSING_ROLE));
     let admin = Principal::builder("a").roles(["admin"]).build();
-    assert_eq!(eval(&p, Method::GET, "/v1/admin/users", Some(&admin)).outcome, Outcome::Allow);
+    assert_eq!(
+        eval(&p, Method::GET, "/v1/admin/users", Some(&admin)).outcome,
+        Outcome::Allow
+    );
 }
 
 #[test]
@@ -91,7 +98,10 @@ fn shadow_mode_and_shadow_rules() {
         .build()
         .unwrap();
     let e = eval(&p, Method::GET, "/r", Some(&user(&[])));
-    assert_eq!((e.outcome, e.code), (Outcome::ShadowDeny, ReasonCode::INSUFFICIENT_SCOPE));
+    assert_eq!(
+        (e.outcome, e.code),
+        (Outcome::ShadowDeny, ReasonCode::INSUFFICIENT_SCOPE)
+    );
     assert!(e.rejection().is_none());
 
     let p = Policy::builder()
@@ -113,7 +123,11 @@ fn peer_and_ip_requirements() {
             ["grpc /shop.Billing"],
             Requirement::peer_spiffe_prefix(td.clone(), "/ns/billing"),
         )
-        .allow("office", ["/office"], Requirement::client_ip_in(["10.1.0.0/16".parse().unwrap()]))
+        .allow(
+            "office",
+            ["/office"],
+            Requirement::client_ip_in(["10.1.0.0/16".parse().unwrap()]),
+        )
         .build()
         .unwrap();
     let h = HeaderMap::new();
@@ -134,7 +148,10 @@ fn peer_and_ip_requirements() {
     let inside = ClientAddr::from_socket("10.1.2.3:1".parse().unwrap());
     let outside = ClientAddr::from_socket("10.2.2.3:1".parse().unwrap());
     assert_eq!(p.evaluate(&f.with_client(inside)).outcome, Outcome::Allow);
-    assert_eq!(p.evaluate(&f.with_client(outside)).code, ReasonCode::CLIENT_IP_NOT_ALLOWED);
+    assert_eq!(
+        p.evaluate(&f.with_client(outside)).code,
+        ReasonCode::CLIENT_IP_NOT_ALLOWED
+    );
 }
 
 #[test]
@@ -166,7 +183,10 @@ fn builder_errors_name_the_rule() {
         .unwrap_err();
     assert!(err.to_string().contains("duplicate rule name"));
 
-    let err = Policy::builder().allow("e", ["/a"], Requirement::any_scope(Vec::<String>::new())).build().unwrap_err();
+    let err = Policy::builder()
+        .allow("e", ["/a"], Requirement::any_scope(Vec::<String>::new()))
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("rule #1 \"e\""));
 }
 
@@ -214,7 +234,10 @@ fn in_code() -> Policy {
             ["GET /v1/orders/{id}", "grpc /shop.Orders/Get"],
             Requirement::any([
                 Requirement::scope("orders:read"),
-                Requirement::all([Requirement::role("support"), Requirement::claim_equals("tenant", "acme")]),
+                Requirement::all([
+                    Requirement::role("support"),
+                    Requirement::claim_equals("tenant", "acme"),
+                ]),
             ]),
         )
         .allow(
