@@ -1,6 +1,31 @@
-//! # msec-crypto
-//!
-//! Field-level encryption at rest for msec: keyrings, AEAD with per-message keys, envelope encryption, rotation, blind indexes.
-//!
-//! This crate is being built; see the project's issues for its scope. It exposes no API yet.
+#![doc = include_str!("docs/overview.md")]
 #![forbid(unsafe_code)]
+
+mod blind;
+mod context;
+mod envelope;
+mod error;
+mod format;
+mod key;
+mod keyring;
+mod kms;
+mod pseudo;
+mod value;
+
+pub mod batch;
+pub mod mask;
+pub mod primitive;
+#[cfg(feature = "postgres")]
+mod postgres;
+
+pub use blind::{BlindIndex, BlindIndexOptions, BlindIndexValue};
+pub use context::Context;
+pub use envelope::{DataKeyPolicy, EnvelopeAead, EnvelopeStats};
+pub use error::{Error, KmsError};
+pub use format::{COMMIT_LEN, Ciphertext, KeyRef, SALT_LEN, TEXT_PREFIX, VERSION};
+pub use key::{KeyId, KeyInfo, KeyStatus};
+pub use keyring::{FILE_FORMAT, Keyring, PLAINTEXT_FILE_FORMAT};
+pub use kms::{Kms, KmsFuture, LOCAL_KMS_FORMAT, LocalKms};
+pub use primitive::Algorithm;
+pub use pseudo::Pseudonymizer;
+pub use value::{Encrypted, FieldValue, Json};
