@@ -95,7 +95,11 @@ impl BlindIndexOptions {
 
     /// Applies the normalisation.
     pub fn normalize(&self, value: &str) -> String {
-        let mut v: String = if self.trim { value.trim().to_owned() } else { value.to_owned() };
+        let mut v: String = if self.trim {
+            value.trim().to_owned()
+        } else {
+            value.to_owned()
+        };
         if self.collapse_whitespace {
             v = v.split_whitespace().collect::<Vec<_>>().join(" ");
         }
@@ -119,7 +123,10 @@ pub struct BlindIndex {
 
 impl fmt::Debug for BlindIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlindIndex").field("key", &"[REDACTED]").field("options", &self.options).finish()
+        f.debug_struct("BlindIndex")
+            .field("key", &"[REDACTED]")
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -129,7 +136,10 @@ impl BlindIndex {
         if key.len() != crate::primitive::KEY_LEN {
             return Err(Error::Keyring("blind index key must be 32 bytes"));
         }
-        Ok(Self::from_ring_key(hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret()), options))
+        Ok(Self::from_ring_key(
+            hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret()),
+            options,
+        ))
     }
 
     pub(crate) fn from_ring_key(key: hmac::Key, options: BlindIndexOptions) -> Self {
@@ -162,7 +172,10 @@ impl BlindIndex {
         if let Some(last) = bytes.last_mut() {
             *last &= 0xffu8 << spare;
         }
-        BlindIndexValue { bytes, bits: self.options.bits }
+        BlindIndexValue {
+            bytes,
+            bits: self.options.bits,
+        }
     }
 }
 

@@ -37,7 +37,11 @@ impl Context {
             aad.extend_from_slice(&len.to_be_bytes());
             aad.extend_from_slice(part);
         }
-        Self { aad, table_len: table.len(), column_len: column.len() }
+        Self {
+            aad,
+            table_len: table.len(),
+            column_len: column.len(),
+        }
     }
 
     /// The context of a value that is not stored per record (a configuration secret): `table.column` with an
@@ -86,7 +90,13 @@ impl Context {
 
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}[{}]", self.table(), self.column_name(), String::from_utf8_lossy(self.record()))
+        write!(
+            f,
+            "{}.{}[{}]",
+            self.table(),
+            self.column_name(),
+            String::from_utf8_lossy(self.record())
+        )
     }
 }
 

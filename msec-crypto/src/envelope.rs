@@ -42,7 +42,11 @@ pub struct DataKeyPolicy {
 
 impl Default for DataKeyPolicy {
     fn default() -> Self {
-        Self { max_messages_per_key: 1_000_000, max_key_age: Duration::from_secs(300), max_cached_keys: 1_000 }
+        Self {
+            max_messages_per_key: 1_000_000,
+            max_key_age: Duration::from_secs(300),
+            max_cached_keys: 1_000,
+        }
     }
 }
 
@@ -180,7 +184,12 @@ impl<K: Kms> EnvelopeAead<K> {
         let now = self.clock.monotonic();
         self.remember(&wrapped, key.clone(), now);
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = Some(Current { key: key.clone(), wrapped: wrapped.clone(), used: 1, created: now });
+        *cur = Some(Current {
+            key: key.clone(),
+            wrapped: wrapped.clone(),
+            used: 1,
+            created: now,
+        });
         tracing::debug!("msec-crypto: new envelope data key");
         Ok((key, wrapped))
     }
@@ -222,13 +231,22 @@ impl<K: Kms> EnvelopeAead<K> {
     pub async fn encrypt(&self, plaintext: &[u8], context: &Context) -> Result<Ciphertext, Error> {
         let (key, wrapped) = self.data_key().await?;
         let prk = key.prk().ok_or(Error::Keyring("not an AEAD data key"))?;
-        format::seal(&self.rng, prk, self.algorithm, KeyRef::Envelope(&wrapped), context.aad(), plaintext)
+        format::seal(
+            &self.rng,
+            prk,
+            self.algorithm,
+            KeyRef::Envelope(&wrapped),
+            context.aad(),
+            plaintext,
+        )
     }
 
     /// Decrypts an envelope ciphertext; the data key comes from the cache or, on a miss, from the KMS.
     pub async fn decrypt(&self, ciphertext: &Ciphertext, context: &Context) -> Result<Zeroizing<Vec<u8>>, Error> {
         let KeyRef::Envelope(wrapped) = ciphertext.key_ref() else {
-            return Err(Error::Malformed("not an envelope ciphertext: decrypt it with the Keyring"));
+            return Err(Error::Malformed(
+                "not an envelope ciphertext: decrypt it with the Keyring",
+            ));
         };
         let algorithm = ciphertext.algorithm();
         let now = self.clock.monotonic();
@@ -240,10 +258,14 @@ impl<K: Kms> EnvelopeAead<K> {
             }
             None => {
                 self.kms_unwraps.fetch_add(1, Ordering::Relaxed);
-                let raw = self.kms.unwrap_key(wrapped, &dek_aad(algorithm)).await.map_err(|e| match e {
-                    KmsError::Unwrap => Error::Decrypt,
-                    other => Error::Kms(other),
-                })?;
+                let raw = self
+                    .kms
+                    .unwrap_key(wrapped, &dek_aad(algorithm))
+                    .await
+                    .map_err(|e| match e {
+                        KmsError::Unwrap => Error::Decrypt,
+                        other => Error::Kms(other),
+                    })?;
                 let k = Arc::new(KeyMaterial::from_slice(algorithm, raw.expose_secret()).map_err(|_| Error::Decrypt)?);
                 self.remember(wrapped, k.clone(), now);
                 k

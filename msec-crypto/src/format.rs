@@ -93,12 +93,19 @@ impl Ciphertext {
         if bytes.len() < salt_at + TAIL_HEADER + TAG_LEN {
             return Err(Error::Malformed("truncated"));
         }
-        Ok(Self { bytes, algorithm, salt_at, envelope })
+        Ok(Self {
+            bytes,
+            algorithm,
+            salt_at,
+            envelope,
+        })
     }
 
     /// Parses the text form `msec:v1:<key id>:<base64url>` or `msec:v1:env:<base64url>`.
     pub fn from_text(text: &str) -> Result<Self, Error> {
-        let rest = text.strip_prefix("msec:").ok_or(Error::Malformed("missing msec: prefix"))?;
+        let rest = text
+            .strip_prefix("msec:")
+            .ok_or(Error::Malformed("missing msec: prefix"))?;
         let (version, rest) = rest.split_once(':').ok_or(Error::Malformed("missing version"))?;
         if version != "v1" {
             return match version.strip_prefix('v').and_then(|v| v.parse::<u8>().ok()) {
@@ -107,7 +114,9 @@ impl Ciphertext {
             };
         }
         let (key, b64) = rest.split_once(':').ok_or(Error::Malformed("missing key reference"))?;
-        let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| Error::Malformed("bad base64url"))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| Error::Malformed("bad base64url"))?;
         let ct = Self::from_bytes(bytes)?;
         let consistent = match ct.key_ref() {
             KeyRef::Envelope(_) => key == "env",
@@ -218,7 +227,8 @@ pub(crate) fn seal(
     match key {
         KeyRef::Keyring(id) => out.extend_from_slice(&id.0.to_be_bytes()),
         KeyRef::Envelope(w) => {
-            let len = u16::try_from(w.len()).map_err(|_| Error::Kms(crate::KmsError::Other("wrapped key too long".into())))?;
+            let len = u16::try_from(w.len())
+                .map_err(|_| Error::Kms(crate::KmsError::Other("wrapped key too long".into())))?;
             if len == 0 {
                 return Err(Error::Kms(crate::KmsError::Other("empty wrapped key".into())));
             }
@@ -245,7 +255,12 @@ pub(crate) fn seal(
     out.extend_from_slice(plaintext);
     let tag = primitive::seal(algorithm, &derived[..KEY_LEN], nonce, &full_aad, &mut out[body_at..])?;
     out.extend_from_slice(&tag);
-    Ok(Ciphertext { bytes: out, algorithm, salt_at, envelope })
+    Ok(Ciphertext {
+        bytes: out,
+        algorithm,
+        salt_at,
+        envelope,
+    })
 }
 
 /// Opens `ct` with the root key `prk`: re-derives the message key, checks the key commitment in constant time,

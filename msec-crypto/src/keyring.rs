@@ -81,14 +81,22 @@ impl Default for Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring").field("primary", &self.primary).field("keys", &self.keys()).finish()
+        f.debug_struct("Keyring")
+            .field("primary", &self.primary)
+            .field("keys", &self.keys())
+            .finish()
     }
 }
 
 impl Keyring {
     /// An empty keyring (it cannot encrypt until a key is added).
     pub fn new() -> Self {
-        Self { keys: BTreeMap::new(), primary: None, rng: SystemRandom::new(), clock: Arc::new(SystemClock) }
+        Self {
+            keys: BTreeMap::new(),
+            primary: None,
+            rng: SystemRandom::new(),
+            clock: Arc::new(SystemClock),
+        }
     }
 
     /// A keyring with one fresh primary key of `algorithm`.
@@ -149,7 +157,15 @@ impl Keyring {
         if self.keys.contains_key(&id) {
             return Err(Error::Keyring("duplicate key id"));
         }
-        self.keys.insert(id, Entry { algorithm, status, created_at, material: Arc::new(material) });
+        self.keys.insert(
+            id,
+            Entry {
+                algorithm,
+                status,
+                created_at,
+                material: Arc::new(material),
+            },
+        );
         if self.primary.is_none() && algorithm.is_aead() && status == KeyStatus::Enabled {
             self.primary = Some(id);
         }
@@ -174,7 +190,9 @@ impl Keyring {
     /// Changes a key's status. The primary must stay enabled (promote another key first).
     pub fn set_status(&mut self, id: KeyId, status: KeyStatus) -> Result<(), Error> {
         if self.primary == Some(id) && status != KeyStatus::Enabled {
-            return Err(Error::Keyring("the primary key must stay enabled; promote another key first"));
+            return Err(Error::Keyring(
+                "the primary key must stay enabled; promote another key first",
+            ));
         }
         let e = self.keys.get_mut(&id).ok_or(Error::UnknownKey(id))?;
         e.status = status;
@@ -302,17 +320,26 @@ impl Keyring {
     /// A blind index over the HMAC-SHA256 key `id` (add one with `add_key(Algorithm::HmacSha256)`).
     pub fn blind_index(&self, id: KeyId, options: BlindIndexOptions) -> Result<BlindIndex, Error> {
         let k = self.hmac_key(id)?;
-        k.hmac().map(|h| BlindIndex::from_ring_key(h.clone(), options)).ok_or(Error::WrongKeyKind(id))
+        k.hmac()
+            .map(|h| BlindIndex::from_ring_key(h.clone(), options))
+            .ok_or(Error::WrongKeyKind(id))
     }
 
     /// A keyed pseudonymiser over the HMAC-SHA256 key `id`.
     pub fn pseudonymizer(&self, id: KeyId) -> Result<Pseudonymizer, Error> {
         let k = self.hmac_key(id)?;
-        k.hmac().map(|h| Pseudonymizer::from_ring_key(h.clone())).ok_or(Error::WrongKeyKind(id))
+        k.hmac()
+            .map(|h| Pseudonymizer::from_ring_key(h.clone()))
+            .ok_or(Error::WrongKeyKind(id))
     }
 
     fn file_header(&self, format: &str, kms: Option<String>) -> KeyringFile {
-        KeyringFile { format: format.to_owned(), kms, primary: self.primary, keys: Vec::new() }
+        KeyringFile {
+            format: format.to_owned(),
+            kms,
+            primary: self.primary,
+            keys: Vec::new(),
+        }
     }
 
     /// The keyring file (JSON) with every key's material wrapped by `kms`. The associated data of each wrap binds
@@ -320,7 +347,9 @@ impl Keyring {
     pub async fn to_json(&self, kms: &dyn Kms) -> Result<String, Error> {
         let mut file = self.file_header(FILE_FORMAT, Some(kms.key_uri()));
         for (id, e) in &self.keys {
-            let wrapped = kms.wrap_key(e.material.expose_secret(), &wrap_aad(*id, e.algorithm)).await?;
+            let wrapped = kms
+                .wrap_key(e.material.expose_secret(), &wrap_aad(*id, e.algorithm))
+                .await?;
             file.keys.push(FileKey {
                 id: *id,
                 algorithm: e.algorithm,
@@ -362,9 +391,14 @@ impl Keyring {
 
     fn set_primary_from_file(&mut self, primary: Option<KeyId>) -> Result<(), Error> {
         if let Some(p) = primary {
-            let e = self.keys.get(&p).ok_or(Error::KeyringFile(format!("primary {p} is not in the file")))?;
+            let e = self
+                .keys
+                .get(&p)
+                .ok_or(Error::KeyringFile(format!("primary {p} is not in the file")))?;
             if !e.algorithm.is_aead() || e.status != KeyStatus::Enabled {
-                return Err(Error::KeyringFile(format!("primary {p} is not an enabled encryption key")));
+                return Err(Error::KeyringFile(format!(
+                    "primary {p} is not an enabled encryption key"
+                )));
             }
         }
         self.primary = primary;
@@ -401,7 +435,10 @@ impl Keyring {
     pub(crate) fn from_plaintext_json(json: &str, format: &str) -> Result<Self, Error> {
         let file: KeyringFile = serde_json::from_str(json).map_err(|e| Error::KeyringFile(e.to_string()))?;
         if file.format != format {
-            return Err(Error::KeyringFile(format!("format is {:?}, expected {format:?}", file.format)));
+            return Err(Error::KeyringFile(format!(
+                "format is {:?}, expected {format:?}",
+                file.format
+            )));
         }
         let mut k = Self::new();
         for fk in &file.keys {
@@ -410,9 +447,17 @@ impl Keyring {
                 .as_deref()
                 .ok_or_else(|| Error::KeyringFile(format!("key {} has no material", fk.id)))?;
             let pt = Zeroizing::new(
-                URL_SAFE_NO_PAD.decode(pt).map_err(|_| Error::KeyringFile(format!("key {}: bad base64url", fk.id)))?,
+                URL_SAFE_NO_PAD
+                    .decode(pt)
+                    .map_err(|_| Error::KeyringFile(format!("key {}: bad base64url", fk.id)))?,
             );
-            k.insert(fk.id, fk.algorithm, fk.status, fk.created_at, KeyMaterial::from_slice(fk.algorithm, &pt)?)?;
+            k.insert(
+                fk.id,
+                fk.algorithm,
+                fk.status,
+                fk.created_at,
+                KeyMaterial::from_slice(fk.algorithm, &pt)?,
+            )?;
         }
         k.primary = None;
         k.set_primary_from_file(file.primary)?;

@@ -72,14 +72,18 @@ pub struct LocalKms {
 
 impl fmt::Debug for LocalKms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKms").field("primary", &self.master.primary()).finish_non_exhaustive()
+        f.debug_struct("LocalKms")
+            .field("primary", &self.master.primary())
+            .finish_non_exhaustive()
     }
 }
 
 impl LocalKms {
     /// A KMS with one fresh AES-256-GCM master key.
     pub fn generate() -> Result<Self, Error> {
-        Ok(Self { master: Keyring::generate(Algorithm::Aes256Gcm)? })
+        Ok(Self {
+            master: Keyring::generate(Algorithm::Aes256Gcm)?,
+        })
     }
 
     /// A KMS over the master keys of `keyring`.
@@ -104,7 +108,9 @@ impl LocalKms {
 
     /// Parses [`to_json`](LocalKms::to_json) output.
     pub fn from_json(json: &str) -> Result<Self, Error> {
-        Ok(Self { master: Keyring::from_plaintext_json(json, LOCAL_KMS_FORMAT)? })
+        Ok(Self {
+            master: Keyring::from_plaintext_json(json, LOCAL_KMS_FORMAT)?,
+        })
     }
 
     /// Reads a master key file.
@@ -124,7 +130,9 @@ impl LocalKms {
             use std::os::unix::fs::OpenOptionsExt as _;
             opts.mode(0o600);
         }
-        let mut f = opts.open(path).map_err(|e| Error::KeyringFile(format!("cannot create {}: {e}", path.display())))?;
+        let mut f = opts
+            .open(path)
+            .map_err(|e| Error::KeyringFile(format!("cannot create {}: {e}", path.display())))?;
         f.write_all(self.to_json().as_bytes())
             .map_err(|e| Error::KeyringFile(format!("cannot write {}: {e}", path.display())))
     }

@@ -14,9 +14,9 @@ mod value;
 
 pub mod batch;
 pub mod mask;
-pub mod primitive;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod primitive;
 
 pub use blind::{BlindIndex, BlindIndexOptions, BlindIndexValue};
 pub use context::Context;

@@ -42,7 +42,10 @@ impl Pseudonymizer {
         if key.len() != crate::primitive::KEY_LEN {
             return Err(Error::Keyring("pseudonymisation key must be 32 bytes"));
         }
-        Ok(Self::from_ring_key(hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret())))
+        Ok(Self::from_ring_key(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            key.expose_secret(),
+        )))
     }
 
     pub(crate) fn from_ring_key(key: hmac::Key) -> Self {

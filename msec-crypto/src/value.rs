@@ -74,10 +74,14 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize + DeserializeOwned> FieldValue for Json<T> {
     fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
-        serde_json::to_vec(&self.0).map(Zeroizing::new).map_err(|e| Error::Value(e.to_string()))
+        serde_json::to_vec(&self.0)
+            .map(Zeroizing::new)
+            .map_err(|e| Error::Value(e.to_string()))
     }
     fn from_plaintext(bytes: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(bytes).map(Json).map_err(|e| Error::Value(e.to_string()))
+        serde_json::from_slice(bytes)
+            .map(Json)
+            .map_err(|e| Error::Value(e.to_string()))
     }
 }
 

@@ -12,7 +12,11 @@ async fn rewraps_what_needs_it_and_reports_progress() {
     let mut records = Vec::new();
     for i in 0..30u32 {
         let ctx = Context::new("t", "c", i.to_string());
-        records.push(RewrapRecord { id: i, ciphertext: k.encrypt(&i.to_be_bytes(), &ctx).unwrap(), context: ctx });
+        records.push(RewrapRecord {
+            id: i,
+            ciphertext: k.encrypt(&i.to_be_bytes(), &ctx).unwrap(),
+            context: ctx,
+        });
     }
     let k2 = k.add_key(Algorithm::Aes256Gcm).unwrap();
     k.promote(k2).unwrap();
@@ -23,10 +27,20 @@ async fn rewraps_what_needs_it_and_reports_progress() {
     records[5].context = Context::new("t", "c", "elsewhere");
 
     let mut seen = Vec::new();
-    let outcomes: Vec<_> = rewrap_stream(&k, stream::iter(records.clone()), |p| seen.push(*p)).collect().await;
+    let outcomes: Vec<_> = rewrap_stream(&k, stream::iter(records.clone()), |p| seen.push(*p))
+        .collect()
+        .await;
     assert_eq!(outcomes.len(), 30);
     assert_eq!(seen.len(), 30);
-    assert_eq!(seen.last().unwrap(), &Progress { processed: 30, rewrapped: 19, unchanged: 10, failed: 1 });
+    assert_eq!(
+        seen.last().unwrap(),
+        &Progress {
+            processed: 30,
+            rewrapped: 19,
+            unchanged: 10,
+            failed: 1
+        }
+    );
     assert!(seen.windows(2).all(|w| w[1].processed == w[0].processed + 1));
     for o in &outcomes {
         match (&o.result, o.id) {

@@ -67,7 +67,10 @@ async fn a_bulk_job_does_not_call_the_kms_per_record() {
     // A fresh reader (another replica) unwraps the data key once for all 1000 records.
     let reader = EnvelopeAead::new(kms.clone(), Algorithm::Aes256Gcm);
     for (i, ct) in cts.iter().enumerate() {
-        assert_eq!(&*reader.decrypt(ct, &ctx(i as u32)).await.unwrap(), format!("doc {i}").as_bytes());
+        assert_eq!(
+            &*reader.decrypt(ct, &ctx(i as u32)).await.unwrap(),
+            format!("doc {i}").as_bytes()
+        );
     }
     assert_eq!(kms.unwraps.load(Ordering::SeqCst), 1);
     assert_eq!(reader.stats().cache_hits, 999);
@@ -105,7 +108,11 @@ async fn data_keys_rotate_after_max_messages_and_max_age() {
 async fn the_decryption_cache_is_bounded_by_count_and_age() {
     let kms = CountingKms::new();
     let clock = ManualClock::starting_now();
-    let policy = DataKeyPolicy { max_messages_per_key: 1, max_key_age: Duration::from_secs(60), max_cached_keys: 2 };
+    let policy = DataKeyPolicy {
+        max_messages_per_key: 1,
+        max_key_age: Duration::from_secs(60),
+        max_cached_keys: 2,
+    };
     let writer = EnvelopeAead::new(kms.clone(), Algorithm::Aes256Gcm).with_policy(policy.clone());
     let mut cts = Vec::new();
     for i in 0..3 {
@@ -140,7 +147,9 @@ async fn tampered_wrapped_keys_and_contexts_fail() {
     for i in 0..bytes.len() {
         let mut t = bytes.clone();
         t[i] ^= 0x01;
-        let Ok(t) = msec_crypto::Ciphertext::from_bytes(t) else { continue };
+        let Ok(t) = msec_crypto::Ciphertext::from_bytes(t) else {
+            continue;
+        };
         let fresh = EnvelopeAead::new(kms.clone(), Algorithm::Aes256Gcm);
         assert!(fresh.decrypt(&t, &ctx(1)).await.is_err(), "byte {i}");
         assert!(env.decrypt(&t, &ctx(1)).await.is_err(), "byte {i} (cached key)");
@@ -162,14 +171,20 @@ async fn kms_outages_are_errors() {
     assert!(env.decrypt(&ct, &ctx(1)).await.is_ok());
     assert!(env.encrypt(b"y", &ctx(1)).await.is_ok());
     let fresh = EnvelopeAead::new(kms.clone(), Algorithm::Aes256Gcm);
-    assert!(matches!(fresh.decrypt(&ct, &ctx(1)).await, Err(Error::Kms(KmsError::Unavailable(_)))));
+    assert!(matches!(
+        fresh.decrypt(&ct, &ctx(1)).await,
+        Err(Error::Kms(KmsError::Unavailable(_)))
+    ));
     assert!(matches!(fresh.encrypt(b"z", &ctx(1)).await, Err(Error::Kms(_))));
 }
 
 #[tokio::test]
 async fn a_keyring_is_a_kms_and_rotating_it_keeps_envelopes_readable() {
     let mut k = Keyring::generate(Algorithm::Aes256Gcm).unwrap();
-    let ct = EnvelopeAead::new(k.clone(), Algorithm::Aes256Gcm).encrypt(b"doc", &ctx(1)).await.unwrap();
+    let ct = EnvelopeAead::new(k.clone(), Algorithm::Aes256Gcm)
+        .encrypt(b"doc", &ctx(1))
+        .await
+        .unwrap();
     let k2 = k.add_key(Algorithm::Aes256Gcm).unwrap();
     k.promote(k2).unwrap();
     let env = EnvelopeAead::new(k.clone(), Algorithm::Aes256Gcm);
@@ -181,7 +196,8 @@ async fn a_keyring_is_a_kms_and_rotating_it_keeps_envelopes_readable() {
     // The wrapped data key is itself a keyring ciphertext under the old primary.
     let inner = msec_crypto::Ciphertext::from_bytes(w.to_vec()).unwrap();
     assert_ne!(inner.key_id(), Some(k2));
-    k.set_status(inner.key_id().unwrap(), msec_crypto::KeyStatus::Disabled).unwrap();
+    k.set_status(inner.key_id().unwrap(), msec_crypto::KeyStatus::Disabled)
+        .unwrap();
     let env = EnvelopeAead::new(k, Algorithm::Aes256Gcm);
     assert!(env.decrypt(&ct, &ctx(1)).await.is_err());
     assert_eq!(&*env.decrypt(&moved, &ctx(1)).await.unwrap(), b"doc");

@@ -16,7 +16,12 @@ fn keyring() -> Keyring {
 
 fn materials(plain_json: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(plain_json).unwrap();
-    v["keys"].as_array().unwrap().iter().map(|k| k["danger_plaintext"].as_str().unwrap().to_owned()).collect()
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["danger_plaintext"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -46,7 +51,9 @@ async fn wrapped_file_round_trips_and_holds_no_key_material() {
 #[tokio::test]
 async fn another_master_key_cannot_load_the_file() {
     let json = keyring().to_json(&LocalKms::generate().unwrap()).await.unwrap();
-    let err = Keyring::from_json(&json, &LocalKms::generate().unwrap()).await.unwrap_err();
+    let err = Keyring::from_json(&json, &LocalKms::generate().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "kms_error");
 }
 
@@ -73,9 +80,15 @@ async fn plaintext_keyrings_load_only_through_danger() {
     let plain = k.danger_to_plaintext_json();
     assert!(plain.contains("msec-keyring/v1+danger-plaintext"));
     let kms = LocalKms::generate().unwrap();
-    assert!(matches!(Keyring::from_json(&plain, &kms).await, Err(Error::KeyringFile(_))));
+    assert!(matches!(
+        Keyring::from_json(&plain, &kms).await,
+        Err(Error::KeyringFile(_))
+    ));
     let wrapped = k.to_json(&kms).await.unwrap();
-    assert!(matches!(Keyring::danger_from_plaintext_json(&wrapped), Err(Error::KeyringFile(_))));
+    assert!(matches!(
+        Keyring::danger_from_plaintext_json(&wrapped),
+        Err(Error::KeyringFile(_))
+    ));
     let loaded = Keyring::danger_from_plaintext_json(&plain).unwrap();
     assert_eq!(loaded.keys(), k.keys());
 }
@@ -83,7 +96,12 @@ async fn plaintext_keyrings_load_only_through_danger() {
 #[tokio::test]
 async fn invalid_files_are_errors() {
     let kms = LocalKms::generate().unwrap();
-    for bad in ["", "{}", "[]", r#"{"format":"msec-keyring/v1","primary":null,"keys":[],"extra":1}"#] {
+    for bad in [
+        "",
+        "{}",
+        "[]",
+        r#"{"format":"msec-keyring/v1","primary":null,"keys":[],"extra":1}"#,
+    ] {
         assert!(Keyring::from_json(bad, &kms).await.is_err(), "{bad}");
     }
     // A primary that is not in the file, or not an enabled AEAD key.
@@ -92,7 +110,11 @@ async fn invalid_files_are_errors() {
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v["primary"] = "00000000".into();
     assert!(Keyring::from_json(&v.to_string(), &kms).await.is_err());
-    let hmac = k.keys().into_iter().find(|i| i.algorithm == Algorithm::HmacSha256).unwrap();
+    let hmac = k
+        .keys()
+        .into_iter()
+        .find(|i| i.algorithm == Algorithm::HmacSha256)
+        .unwrap();
     v["primary"] = hmac.id.to_string().into();
     assert!(Keyring::from_json(&v.to_string(), &kms).await.is_err());
 }
@@ -101,11 +123,19 @@ async fn invalid_files_are_errors() {
 fn secrets_never_appear_in_debug() {
     let k = keyring();
     let kms = LocalKms::from_json(&LocalKms::generate().unwrap().to_json()).unwrap();
-    let hmac = k.keys().into_iter().find(|i| i.algorithm == Algorithm::HmacSha256).unwrap().id;
+    let hmac = k
+        .keys()
+        .into_iter()
+        .find(|i| i.algorithm == Algorithm::HmacSha256)
+        .unwrap()
+        .id;
     let idx = k.blind_index(hmac, msec_crypto::BlindIndexOptions::new("x")).unwrap();
     let ps = k.pseudonymizer(hmac).unwrap();
     let debug = format!("{k:?} {kms:?} {idx:?} {ps:?}");
-    for m in materials(&k.danger_to_plaintext_json()).into_iter().chain(materials(&kms.to_json())) {
+    for m in materials(&k.danger_to_plaintext_json())
+        .into_iter()
+        .chain(materials(&kms.to_json()))
+    {
         assert!(!debug.contains(&m));
     }
     assert!(debug.contains("[REDACTED]"));

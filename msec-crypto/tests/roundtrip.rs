@@ -38,7 +38,11 @@ struct Address {
 }
 
 fn address() -> impl Strategy<Value = Address> {
-    (any::<String>(), any::<Option<u32>>(), proptest::collection::vec(any::<String>(), 0..4))
+    (
+        any::<String>(),
+        any::<Option<u32>>(),
+        proptest::collection::vec(any::<String>(), 0..4),
+    )
         .prop_map(|(street, zip, tags)| Address { street, zip, tags })
 }
 

@@ -55,7 +55,10 @@ fn to_i64_packs_the_significant_bits() {
     assert!((0..4096).contains(&v12));
     let wide = BlindIndex::new(&key(3), BlindIndexOptions::new("d").bits(65).unwrap()).unwrap();
     assert_eq!(wide.compute("x").to_i64(), None);
-    assert_eq!(serde_json::to_string(&twelve.compute("x")).unwrap(), format!("\"{}\"", twelve.compute("x").to_hex()));
+    assert_eq!(
+        serde_json::to_string(&twelve.compute("x")).unwrap(),
+        format!("\"{}\"", twelve.compute("x").to_hex())
+    );
 }
 
 proptest! {
@@ -132,9 +135,13 @@ fn masks() {
 fn keyring_hmac_keys_drive_indexes_and_pseudonyms() {
     let mut k = Keyring::generate(Algorithm::Aes256Gcm).unwrap();
     let h = k.add_key(Algorithm::HmacSha256).unwrap();
-    let idx = k.blind_index(h, BlindIndexOptions::new("users.email").lowercase()).unwrap();
+    let idx = k
+        .blind_index(h, BlindIndexOptions::new("users.email").lowercase())
+        .unwrap();
     let reloaded = Keyring::danger_from_plaintext_json(&k.danger_to_plaintext_json()).unwrap();
-    let idx2 = reloaded.blind_index(h, BlindIndexOptions::new("users.email").lowercase()).unwrap();
+    let idx2 = reloaded
+        .blind_index(h, BlindIndexOptions::new("users.email").lowercase())
+        .unwrap();
     assert_eq!(idx.compute("A@x.org"), idx2.compute("a@x.org"), "stable across reloads");
     assert_eq!(
         k.pseudonymizer(h).unwrap().pseudonym("u", "v"),
@@ -143,5 +150,10 @@ fn keyring_hmac_keys_drive_indexes_and_pseudonyms() {
     // Rotating the encryption key does not change the index.
     let a = k.add_key(Algorithm::Aes256Gcm).unwrap();
     k.promote(a).unwrap();
-    assert_eq!(k.blind_index(h, BlindIndexOptions::new("users.email").lowercase()).unwrap().compute("a@x.org"), idx.compute("a@x.org"));
+    assert_eq!(
+        k.blind_index(h, BlindIndexOptions::new("users.email").lowercase())
+            .unwrap()
+            .compute("a@x.org"),
+        idx.compute("a@x.org")
+    );
 }

@@ -36,7 +36,10 @@ fn every_byte_and_bit_of_the_binary_form_is_authenticated() {
         }
         // Truncation and extension at every length.
         for len in 0..bytes.len() {
-            assert!(decrypt_bytes(&k, bytes[..len].to_vec(), &ctx()).is_err(), "truncated to {len}");
+            assert!(
+                decrypt_bytes(&k, bytes[..len].to_vec(), &ctx()).is_err(),
+                "truncated to {len}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -57,7 +60,10 @@ fn every_character_of_the_text_form_is_checked() {
             let mut t = text.clone().into_bytes();
             t[i] = replacement as u8;
             let t = String::from_utf8(t).unwrap();
-            assert!(k.decrypt_text(&t, &ctx()).is_err(), "char {i} -> {replacement} still decrypts: {t}");
+            assert!(
+                k.decrypt_text(&t, &ctx()).is_err(),
+                "char {i} -> {replacement} still decrypts: {t}"
+            );
         }
     }
 }
@@ -95,9 +101,15 @@ fn every_part_of_the_context_is_bound() {
         Context::new("users", "email", "42 "),
         Context::column("users", "email"),
     ] {
-        assert!(matches!(k.decrypt(&ct, &other), Err(Error::Decrypt)), "{other} decrypts");
+        assert!(
+            matches!(k.decrypt(&ct, &other), Err(Error::Decrypt)),
+            "{other} decrypts"
+        );
     }
-    assert_eq!(&*k.decrypt(&ct, &Context::new("users", "email", "42")).unwrap(), b"secret");
+    assert_eq!(
+        &*k.decrypt(&ct, &Context::new("users", "email", "42")).unwrap(),
+        b"secret"
+    );
 }
 
 #[test]
@@ -120,12 +132,29 @@ fn unknown_versions_and_suites_are_errors() {
     let k = Keyring::generate(Algorithm::Aes256Gcm).unwrap();
     let mut bytes = k.encrypt(b"x", &ctx()).unwrap().into_bytes();
     bytes[0] = 2;
-    assert!(matches!(Ciphertext::from_bytes(bytes.clone()), Err(Error::UnsupportedVersion(2))));
+    assert!(matches!(
+        Ciphertext::from_bytes(bytes.clone()),
+        Err(Error::UnsupportedVersion(2))
+    ));
     bytes[0] = 1;
     bytes[1] = 0x7f;
-    assert!(matches!(Ciphertext::from_bytes(bytes), Err(Error::UnsupportedSuite(0x7f))));
-    assert!(matches!(Ciphertext::from_text("msec:v2:00000001:AQ"), Err(Error::UnsupportedVersion(2))));
-    for bad in ["", "msec", "msec:v1", "msec:v1:00000001", "msec:v1:00000001:!!", "vault:v1:abc", "msec:vx:1:AA"] {
+    assert!(matches!(
+        Ciphertext::from_bytes(bytes),
+        Err(Error::UnsupportedSuite(0x7f))
+    ));
+    assert!(matches!(
+        Ciphertext::from_text("msec:v2:00000001:AQ"),
+        Err(Error::UnsupportedVersion(2))
+    ));
+    for bad in [
+        "",
+        "msec",
+        "msec:v1",
+        "msec:v1:00000001",
+        "msec:v1:00000001:!!",
+        "vault:v1:abc",
+        "msec:vx:1:AA",
+    ] {
         assert!(Ciphertext::from_text(bad).is_err(), "{bad}");
     }
 }
@@ -141,7 +170,13 @@ fn rotation_keeps_old_ciphertexts_readable_until_disabled() {
             let ct = k.encrypt(&pt, &ctx).unwrap();
             written.push((k.primary().unwrap(), ctx, ct, pt));
         }
-        let next = k.add_key(if generation % 2 == 0 { Algorithm::ChaCha20Poly1305 } else { Algorithm::Aes256Gcm }).unwrap();
+        let next = k
+            .add_key(if generation % 2 == 0 {
+                Algorithm::ChaCha20Poly1305
+            } else {
+                Algorithm::Aes256Gcm
+            })
+            .unwrap();
         // Phase 1: the key exists but does not encrypt yet.
         assert_ne!(k.encrypt(b"x", &ctx()).unwrap().key_id(), Some(next));
         k.promote(next).unwrap();
@@ -151,7 +186,10 @@ fn rotation_keeps_old_ciphertexts_readable_until_disabled() {
         }
     }
     let first = written[0].0;
-    assert!(k.set_status(k.primary().unwrap(), KeyStatus::Disabled).is_err(), "the primary cannot be disabled");
+    assert!(
+        k.set_status(k.primary().unwrap(), KeyStatus::Disabled).is_err(),
+        "the primary cannot be disabled"
+    );
     k.set_status(first, KeyStatus::DecryptOnly).unwrap();
     assert!(k.promote(first).is_err(), "a decrypt-only key cannot be promoted");
     for (_, ctx, ct, pt) in &written {
@@ -174,7 +212,10 @@ fn rotation_keeps_old_ciphertexts_readable_until_disabled() {
     assert!(k.remove(first).is_err(), "only disabled keys can be removed");
     k.set_status(first, KeyStatus::Disabled).unwrap();
     k.remove(first).unwrap();
-    assert!(matches!(k.decrypt(&written[0].2, &written[0].1), Err(Error::UnknownKey(_))));
+    assert!(matches!(
+        k.decrypt(&written[0].2, &written[0].1),
+        Err(Error::UnknownKey(_))
+    ));
 }
 
 #[test]
@@ -190,7 +231,10 @@ fn rewrap_moves_to_the_primary_and_keeps_the_value() {
     assert_eq!(moved.algorithm(), Algorithm::ChaCha20Poly1305);
     assert_eq!(&*k.decrypt(&moved, &ctx()).unwrap(), b"v");
     // A rewrap needs the right context too: it is not a way around context binding.
-    assert!(matches!(k.rewrap(&old, &Context::new("users", "email", "1")), Err(Error::Decrypt)));
+    assert!(matches!(
+        k.rewrap(&old, &Context::new("users", "email", "1")),
+        Err(Error::Decrypt)
+    ));
 }
 
 #[test]
@@ -201,6 +245,9 @@ fn hmac_keys_do_not_encrypt_and_aead_keys_do_not_index() {
     assert!(matches!(k.promote(h), Err(Error::WrongKeyKind(_))));
     let a = k.add_key(Algorithm::Aes256Gcm).unwrap();
     assert_eq!(k.primary(), Some(a));
-    assert!(matches!(k.blind_index(a, msec_crypto::BlindIndexOptions::new("x")), Err(Error::WrongKeyKind(_))));
+    assert!(matches!(
+        k.blind_index(a, msec_crypto::BlindIndexOptions::new("x")),
+        Err(Error::WrongKeyKind(_))
+    ));
     assert!(k.blind_index(h, msec_crypto::BlindIndexOptions::new("x")).is_ok());
 }

@@ -28,7 +28,10 @@ fn vectors(name: &str) -> Option<Value> {
 
 fn hex(v: &Value) -> Vec<u8> {
     let s = v.as_str().unwrap();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -48,8 +51,14 @@ fn run(file: &str, alg_for_key_len: impl Fn(usize) -> Option<&'static aead::Algo
     for group in doc["testGroups"].as_array().unwrap() {
         for t in group["tests"].as_array().unwrap() {
             let id = t["tcId"].as_u64().unwrap();
-            let (key, iv, aad, msg, ct, tag) =
-                (hex(&t["key"]), hex(&t["iv"]), hex(&t["aad"]), hex(&t["msg"]), hex(&t["ct"]), hex(&t["tag"]));
+            let (key, iv, aad, msg, ct, tag) = (
+                hex(&t["key"]),
+                hex(&t["iv"]),
+                hex(&t["aad"]),
+                hex(&t["msg"]),
+                hex(&t["ct"]),
+                hex(&t["tag"]),
+            );
             let valid = t["result"] == "valid";
             let Some(alg) = alg_for_key_len(key.len()) else {
                 assert_eq!(key.len(), 24, "tc {id}: unexpected key length");
@@ -120,7 +129,9 @@ fn aes_gcm_vectors() {
 #[test]
 fn chacha20_poly1305_vectors() {
     let Some(c) = run("chacha20_poly1305_test.json", |len| {
-        (len == 32).then(|| primitive::ring_algorithm(Algorithm::ChaCha20Poly1305)).flatten()
+        (len == 32)
+            .then(|| primitive::ring_algorithm(Algorithm::ChaCha20Poly1305))
+            .flatten()
     }) else {
         return;
     };
@@ -140,7 +151,13 @@ fn chacha20_poly1305_vectors() {
 #[test]
 fn aes_256_primitive_is_the_keyring_algorithm() {
     // The AES-256 vectors above went through the same ring algorithm the keyring's Aes256Gcm keys use.
-    assert!(std::ptr::eq(primitive::ring_algorithm(Algorithm::Aes256Gcm).unwrap(), &aead::AES_256_GCM));
-    assert!(std::ptr::eq(primitive::ring_algorithm(Algorithm::ChaCha20Poly1305).unwrap(), &aead::CHACHA20_POLY1305));
+    assert!(std::ptr::eq(
+        primitive::ring_algorithm(Algorithm::Aes256Gcm).unwrap(),
+        &aead::AES_256_GCM
+    ));
+    assert!(std::ptr::eq(
+        primitive::ring_algorithm(Algorithm::ChaCha20Poly1305).unwrap(),
+        &aead::CHACHA20_POLY1305
+    ));
     assert!(primitive::ring_algorithm(Algorithm::HmacSha256).is_none());
 }
