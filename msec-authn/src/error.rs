@@ -1,0 +1,291 @@
+//! Errors: [`AuthnError`] (why one request was not authenticated, with a stable [`ReasonCode`] and the
+//! [`Rejection`] it maps to) and [`ConfigError`] (why a validator or layer could not be built).
+//!
+//! The mapping from error to wire lives in one place, [`AuthnErrorKind::rejection`]:
+//!
+//! | kind                                  | HTTP | challenge                                           |
+//! |---------------------------------------|------|-----------------------------------------------------|
+//! | `missing_credentials`                 | 401  | `Bearer` with no `error` attribute (RFC 6750 §3.1)  |
+//! | `malformed_token`, `token_too_large`  | 400  | `error="invalid_request"`                           |
+//! | `keys_unavailable`                    | 503  | none (`Retry-After` set)                            |
+//! | every other kind                      | 401  | `error="invalid_token"` + a fixed `error_description` |
+//!
+//! Clients only ever see the code and the fixed description; the [`detail`](AuthnError::detail) (which claim,
+//! which `kid`, what time) goes into the audit [`Decision`](msec_core::Decision).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use msec_core::{ReasonCode, Rejection};
+
+/// The stable reason codes of msec-authn. They are part of the public contract: never renamed.
+pub mod codes {
+    use msec_core::ReasonCode;
+
+    /// A principal was authenticated (the `authn` decision of an accepted request).
+    pub const AUTHENTICATED: ReasonCode = ReasonCode::new("authenticated");
+    /// No credentials, and the route allows anonymous requests (optional mode).
+    pub const ANONYMOUS: ReasonCode = ReasonCode::new("anonymous");
+    /// The request carried no credentials.
+    pub const MISSING_CREDENTIALS: ReasonCode = ReasonCode::MISSING_CREDENTIALS;
+    /// The credential is not a well-formed token (segments, base64url, JSON, duplicate headers).
+    pub const MALFORMED_TOKEN: ReasonCode = ReasonCode::new("malformed_token");
+    /// The token is larger than the configured cap (checked before any parsing).
+    pub const TOKEN_TOO_LARGE: ReasonCode = ReasonCode::new("token_too_large");
+    /// The token's `alg` is `none`, unknown, not allowed for its issuer, or not the algorithm its key is bound to.
+    pub const ALG_NOT_ALLOWED: ReasonCode = ReasonCode::new("alg_not_allowed");
+    /// The token lists a `crit` header parameter; msec understands no JWS extensions.
+    pub const UNSUPPORTED_CRIT: ReasonCode = ReasonCode::new("unsupported_crit");
+    /// No key of the issuer matches the token's `kid` (after at most one refetch).
+    pub const UNKNOWN_KID: ReasonCode = ReasonCode::new("unknown_kid");
+    /// The signature does not verify (or is missing).
+    pub const BAD_SIGNATURE: ReasonCode = ReasonCode::new("bad_signature");
+    /// `exp` is in the past (beyond the leeway).
+    pub const TOKEN_EXPIRED: ReasonCode = ReasonCode::new("token_expired");
+    /// `nbf` is in the future, or `iat` is (beyond the leeway).
+    pub const TOKEN_NOT_YET_VALID: ReasonCode = ReasonCode::new("token_not_yet_valid");
+    /// The token lives longer than the issuer's maximum lifetime.
+    pub const TOKEN_LIFETIME_TOO_LONG: ReasonCode = ReasonCode::new("token_lifetime_too_long");
+    /// The token's `iss` is not a configured issuer.
+    pub const ISSUER_MISMATCH: ReasonCode = ReasonCode::new("issuer_mismatch");
+    /// The token's `aud` contains none of the configured audiences.
+    pub const AUDIENCE_MISMATCH: ReasonCode = ReasonCode::new("audience_mismatch");
+    /// A required claim is absent.
+    pub const MISSING_CLAIM: ReasonCode = ReasonCode::new("missing_claim");
+    /// A registered claim has the wrong JSON type (a string `exp`, a numeric `iss`, ...).
+    pub const INVALID_CLAIM: ReasonCode = ReasonCode::new("invalid_claim");
+    /// The `typ` header is not one the issuer's policy accepts.
+    pub const BAD_TYP: ReasonCode = ReasonCode::new("bad_typ");
+    /// The issuer's keys are not available (never fetched, or stale beyond the maximum staleness).
+    pub const KEYS_UNAVAILABLE: ReasonCode = ReasonCode::new("keys_unavailable");
+}
+
+/// What kind of authentication failure an [`AuthnError`] is.
+///
+/// New kinds are added as new credential types arrive (API keys, introspection, revocation), hence
+/// `#[non_exhaustive]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthnErrorKind {
+    /// No credentials were presented.
+    MissingCredentials,
+    /// The credential is syntactically broken.
+    MalformedToken,
+    /// The credential exceeds the size cap.
+    TokenTooLarge,
+    /// The signing algorithm is refused.
+    AlgNotAllowed,
+    /// A `crit` header parameter is present.
+    UnsupportedCrit,
+    /// The signing key is unknown.
+    UnknownKid,
+    /// The signature is invalid.
+    BadSignature,
+    /// The token has expired.
+    TokenExpired,
+    /// The token is not valid yet.
+    TokenNotYetValid,
+    /// The token's lifetime exceeds the configured maximum.
+    TokenLifetimeTooLong,
+    /// The issuer is not accepted.
+    IssuerMismatch,
+    /// The audience is not accepted.
+    AudienceMismatch,
+    /// A required claim is missing.
+    MissingClaim,
+    /// A claim has an invalid type or value.
+    InvalidClaim,
+    /// The `typ` header is refused.
+    BadTyp,
+    /// Verification keys are unavailable.
+    KeysUnavailable,
+}
+
+impl AuthnErrorKind {
+    /// The stable reason code.
+    pub fn code(self) -> ReasonCode {
+        match self {
+            Self::MissingCredentials => codes::MISSING_CREDENTIALS,
+            Self::MalformedToken => codes::MALFORMED_TOKEN,
+            Self::TokenTooLarge => codes::TOKEN_TOO_LARGE,
+            Self::AlgNotAllowed => codes::ALG_NOT_ALLOWED,
+            Self::UnsupportedCrit => codes::UNSUPPORTED_CRIT,
+            Self::UnknownKid => codes::UNKNOWN_KID,
+            Self::BadSignature => codes::BAD_SIGNATURE,
+            Self::TokenExpired => codes::TOKEN_EXPIRED,
+            Self::TokenNotYetValid => codes::TOKEN_NOT_YET_VALID,
+            Self::TokenLifetimeTooLong => codes::TOKEN_LIFETIME_TOO_LONG,
+            Self::IssuerMismatch => codes::ISSUER_MISMATCH,
+            Self::AudienceMismatch => codes::AUDIENCE_MISMATCH,
+            Self::MissingClaim => codes::MISSING_CLAIM,
+            Self::InvalidClaim => codes::INVALID_CLAIM,
+            Self::BadTyp => codes::BAD_TYP,
+            Self::KeysUnavailable => codes::KEYS_UNAVAILABLE,
+        }
+    }
+
+    /// The fixed, client-safe sentence sent as `error_description` and problem `detail`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "authentication is required",
+            Self::MalformedToken => "the access token is malformed",
+            Self::TokenTooLarge => "the access token is too large",
+            Self::AlgNotAllowed => "the access token's signing algorithm is not accepted",
+            Self::UnsupportedCrit => "the access token uses an unsupported critical header",
+            Self::UnknownKid => "the access token's signing key is unknown",
+            Self::BadSignature => "the access token's signature is invalid",
+            Self::TokenExpired => "the access token has expired",
+            Self::TokenNotYetValid => "the access token is not valid yet",
+            Self::TokenLifetimeTooLong => "the access token's lifetime is too long",
+            Self::IssuerMismatch => "the access token's issuer is not accepted",
+            Self::AudienceMismatch => "the access token is not intended for this service",
+            Self::MissingClaim => "the access token lacks a required claim",
+            Self::InvalidClaim => "the access token has an invalid claim",
+            Self::BadTyp => "the access token's type is not accepted",
+            Self::KeysUnavailable => "token verification is temporarily unavailable",
+        }
+    }
+
+    /// The rejection for this kind. The single place where authentication failures become HTTP / gRPC answers.
+    pub fn rejection(self) -> Rejection {
+        match self {
+            Self::MissingCredentials => Rejection::missing_credentials(),
+            Self::MalformedToken | Self::TokenTooLarge => Rejection::invalid_request(self.code(), self.description()),
+            Self::KeysUnavailable => Rejection::unavailable(self.code(), self.description()).with_retry_after(5),
+            _ => Rejection::invalid_token(self.code(), self.description()),
+        }
+    }
+}
+
+/// Why a request was not authenticated: a [`kind`](Self::kind) (stable code, client-safe answer) and an
+/// internal [`detail`](Self::detail) for the audit decision and logs, never sent to the client.
+///
+/// ```
+/// use msec_authn::{AuthnError, AuthnErrorKind};
+/// let e = AuthnError::new(AuthnErrorKind::TokenExpired, "exp 1700000000 is before now 1700000100");
+/// assert_eq!(e.code().as_str(), "token_expired");
+/// assert_eq!(e.rejection().status(), 401);
+/// assert_eq!(e.rejection().detail(), "the access token has expired");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthnError {
+    kind: AuthnErrorKind,
+    detail: Cow<'static, str>,
+}
+
+impl AuthnError {
+    /// An error of `kind` with an internal `detail` (keep it free of secrets; it is logged and audited).
+    pub fn new(kind: AuthnErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// `missing_credentials`.
+    pub fn missing() -> Self {
+        Self::new(AuthnErrorKind::MissingCredentials, "no credentials")
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> AuthnErrorKind {
+        self.kind
+    }
+
+    /// The stable reason code.
+    pub fn code(&self) -> ReasonCode {
+        self.kind.code()
+    }
+
+    /// The internal detail (for the decision and logs; never sent to clients).
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The rejection to answer with.
+    pub fn rejection(&self) -> Rejection {
+        self.kind.rejection()
+    }
+}
+
+impl fmt::Debug for AuthnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthnError")
+            .field("code", &self.kind.code())
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
+impl fmt::Display for AuthnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+impl std::error::Error for AuthnError {}
+
+/// Why a validator, key source or layer could not be built. Returned at construction, never per request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A URL does not parse.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A key URL is not HTTPS (plain HTTP is only allowed for loopback hosts, behind
+    /// `danger_allow_http_for_loopback`).
+    #[error("`{0}` is not an https:// URL (plain HTTP is only allowed for loopback with danger_allow_http_for_loopback)")]
+    InsecureUrl(String),
+    /// No issuer was configured.
+    #[error("no issuer configured")]
+    NoIssuer,
+    /// The same issuer was configured twice.
+    #[error("issuer `{0}` is configured twice")]
+    DuplicateIssuer(String),
+    /// An issuer string is empty.
+    #[error("an issuer must not be empty")]
+    EmptyIssuer,
+    /// An issuer has no key source.
+    #[error("issuer `{0}` has no key source (JWKS URL, discovery, JWK set, PEM key or HMAC secret)")]
+    NoKeySource(String),
+    /// An issuer mixes a remote key source with static keys, or has two remote sources.
+    #[error("issuer `{0}` has more than one kind of key source")]
+    ConflictingKeySources(String),
+    /// An issuer accepts no audience and `danger_accept_any_audience` was not called.
+    #[error("issuer `{0}` has no audience (call `audience(..)`, or `danger_accept_any_audience()` to opt out)")]
+    NoAudience(String),
+    /// An HMAC secret is shorter than 32 bytes, or its algorithm is not HS256/384/512.
+    #[error("HMAC key `{0}`: {1}")]
+    InvalidHmacKey(String, &'static str),
+    /// A static key (PEM or JWK) is invalid.
+    #[error("invalid key{}: {reason}", kid.as_ref().map(|k| format!(" `{k}`")).unwrap_or_default())]
+    InvalidKey {
+        /// The key id, if known.
+        kid: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A static JWK set holds no usable key.
+    #[error("the JWK set of issuer `{0}` has no usable signing key")]
+    NoUsableKeys(String),
+    /// An algorithm list is empty.
+    #[error("issuer `{0}` allows no algorithm")]
+    NoAlgorithm(String),
+    /// A numeric setting is out of range.
+    #[error("invalid setting `{0}`: {1}")]
+    InvalidSetting(&'static str, &'static str),
+    /// A route spec is invalid.
+    #[error(transparent)]
+    Route(#[from] msec_core::route::RouteError),
+    /// The HTTPS client could not be built.
+    #[error("HTTPS client: {0}")]
+    Http(String),
+    /// A token source (header or cookie name) is invalid.
+    #[error("invalid token source: {0}")]
+    InvalidSource(String),
+}
