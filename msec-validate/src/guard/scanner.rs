@@ -620,3 +620,102 @@ pub fn check_json(bytes: &[u8], limits: &JsonLimits) -> Result<JsonSummary, Guar
     s.feed(bytes)?;
     s.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(doc: &[u8]) -> Result<JsonSummary, (GuardErrorKind, usize)> {
+        check_json(doc, &JsonLimits::unlimited()).map_err(|e| (e.kind(), e.offset()))
+    }
+
+    #[test]
+    fn accepts_json() {
+        for doc in [
+            &b"0"[..],
+            b" -0.5e+10 ",
+            b"[]",
+            b"{}",
+            b"[1, 2.5, -3e2, true, false, null, \"x\"]",
+            br#"{"a": {"b": [{}, [], ""]}, "c\u00e9\n": "\ud83d\ude00"}"#,
+            "\"caf\u{e9} \u{1F600}\"".as_bytes(),
+            b"\t\r\n[ ]\n",
+        ] {
+            assert!(kind(doc).is_ok(), "{}", String::from_utf8_lossy(doc));
+        }
+    }
+
+    #[test]
+    fn refuses_with_offsets() {
+        let cases: &[(&[u8], GuardErrorKind, usize)] = &[
+            (b"", GuardErrorKind::Syntax, 0),
+            (b"   ", GuardErrorKind::Syntax, 3),
+            (b"[1,]", GuardErrorKind::Syntax, 3),
+            (b"{\"a\":1,}", GuardErrorKind::Syntax, 7),
+            (b"01", GuardErrorKind::Syntax, 1),
+            (b"1.", GuardErrorKind::Syntax, 2),
+            (b"-", GuardErrorKind::Syntax, 1),
+            (b"[1 2]", GuardErrorKind::Syntax, 3),
+            (b"tru", GuardErrorKind::Syntax, 3),
+            (b"trux", GuardErrorKind::Syntax, 3),
+            (b"{} {}", GuardErrorKind::Syntax, 3),
+            (b"\"a\x01\"", GuardErrorKind::Syntax, 2),
+            (b"\"\\x\"", GuardErrorKind::Syntax, 2),
+            (b"\"\\udc00\"", GuardErrorKind::Syntax, 6),
+            (b"\"\\ud800x\"", GuardErrorKind::Syntax, 7),
+            (b"\"\\ud800\\u0041\"", GuardErrorKind::Syntax, 12),
+            (b"\"ab\xffcd\"", GuardErrorKind::InvalidUtf8, 3),
+            (b"\"ab\xc3\"", GuardErrorKind::InvalidUtf8, 3),
+            (b"\"\xed\xa0\x80\"", GuardErrorKind::InvalidUtf8, 1),
+            (b"\"\xe0\x80\x80\"", GuardErrorKind::InvalidUtf8, 1),
+            (b"[\xff]", GuardErrorKind::Syntax, 1),
+        ];
+        for (doc, k, off) in cases {
+            assert_eq!(kind(doc).map(|_| ()), Err((*k, *off)), "{}", String::from_utf8_lossy(doc));
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let l = JsonLimits::unlimited().max_string_len(3);
+        assert!(check_json(br#""abc""#, &l).is_ok());
+        assert!(check_json(br#""\u00e9\n\ud83d\ude00""#, &l).is_ok());
+        let e = check_json(br#"["abcd"]"#, &l).unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (GuardErrorKind::StringTooLong, 5));
+        let e = check_json(br#"{"abcd": 1}"#, &l).unwrap_err();
+        assert_eq!(e.kind(), GuardErrorKind::StringTooLong);
+
+        let l = JsonLimits::unlimited().max_array_len(2).max_object_keys(1);
+        assert!(check_json(b"[1,[2,3]]", &l).is_ok());
+        assert_eq!(check_json(b"[1,2,3]", &l).unwrap_err().kind(), GuardErrorKind::ArrayTooLong);
+        assert_eq!(check_json(br#"{"a":1,"a":2}"#, &l).unwrap_err().kind(), GuardErrorKind::TooManyKeys);
+
+        let l = JsonLimits::unlimited().max_nodes(3);
+        assert!(check_json(b"[1,2]", &l).is_ok());
+        assert_eq!(check_json(b"[1,2,3]", &l).unwrap_err().kind(), GuardErrorKind::TooManyNodes);
+
+        let l = JsonLimits::unlimited().max_body_bytes(4);
+        assert!(check_json(b"[12]", &l).is_ok());
+        let e = check_json(b"[123]", &l).unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (GuardErrorKind::TooLarge, 4));
+        // An earlier problem is reported as such.
+        assert_eq!(check_json(b"[}   ", &l).unwrap_err().kind(), GuardErrorKind::Syntax);
+    }
+
+    #[test]
+    fn errors_are_sticky_and_chunking_is_invisible() {
+        let mut s = JsonScanner::new(&JsonLimits::default());
+        assert!(s.feed(b"[x").is_err());
+        assert!(s.feed(b"]").is_err());
+        assert!(s.finish().is_err());
+
+        let doc = "{\"k\u{e9}y\": [\"\\ud83d\\ude00 \u{1F600}\", -12.5e-3, true, null]}".as_bytes();
+        let whole = check_json(doc, &JsonLimits::default()).unwrap();
+        for cut in 0..=doc.len() {
+            let mut s = JsonScanner::new(&JsonLimits::default());
+            s.feed(&doc[..cut]).unwrap();
+            s.feed(&doc[cut..]).unwrap();
+            assert_eq!(s.finish().unwrap(), whole, "cut at {cut}");
+        }
+    }
+}
