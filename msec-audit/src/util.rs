@@ -1,0 +1,227 @@
+//! Small helpers: timestamps, event ids, hex, bounded strings.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+
+/// A UTC timestamp, serialised as RFC 3339 with microseconds (`2025-01-31T12:34:56.123456Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Microseconds since the Unix epoch (0 before it).
+    pub fn unix_micros(self) -> u64 {
+        self.0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The RFC 3339 form.
+    pub fn to_rfc3339(self) -> String {
+        let mut s = String::with_capacity(27);
+        push_rfc3339(self.0, &mut s);
+        s
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = String::with_capacity(27);
+        push_rfc3339(self.0, &mut buf);
+        s.serialize_str(&buf)
+    }
+}
+
+/// Appends `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC; times before 1970 print as the epoch).
+pub(crate) fn push_rfc3339(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let micros = d.subsec_micros();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, dd) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    );
+}
+
+/// Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A unique event id: a UUIDv7 (millisecond time, then a per-process random base plus a counter, so ids never
+/// repeat within a process and collide across processes only with negligible probability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId([u8; 16]);
+
+struct IdGen {
+    base: [u8; 10],
+    counter: AtomicU64,
+}
+
+fn id_gen() -> &'static IdGen {
+    static GEN: OnceLock<IdGen> = OnceLock::new();
+    GEN.get_or_init(|| {
+        let mut base = [0u8; 10];
+        // A failing system RNG leaves a zero base: ids stay unique within the process (the counter), only
+        // cross-process uniqueness would suffer.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut base);
+        IdGen {
+            base,
+            counter: AtomicU64::new(0),
+        }
+    })
+}
+
+impl EventId {
+    /// A new id for an event at `t`.
+    pub fn new(t: SystemTime) -> Self {
+        let g = id_gen();
+        let n = g.counter.fetch_add(1, Ordering::Relaxed);
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&g.base);
+        let tail = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]).wrapping_add(n);
+        b[8..].copy_from_slice(&tail.to_be_bytes());
+        b[6] = (b[6] & 0x0f) | 0x70; // version 7
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        Self(b)
+    }
+
+    /// The canonical hyphenated lowercase form.
+    pub fn to_hyphenated(&self) -> String {
+        let h = hex(&self.0);
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hyphenated())
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hyphenated())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// Appends lowercase hex to a byte buffer.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 0xf) as usize]);
+    }
+}
+
+/// Parses exactly 64 lowercase hex digits.
+pub(crate) fn parse_hash(s: &[u8]) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        let hi = unhex(pair[0])?;
+        let lo = unhex(pair[1])?;
+        out[i] = (hi << 4) | lo;
+    }
+    Some(out)
+}
+
+fn unhex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` appended when cut.
+pub(crate) fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 3);
+    out.push_str(&s[..end]);
+    out.push('…');
+    out
+}
+
+/// Bytes as text (invalid UTF-8 replaced), cut to `max` bytes.
+pub(crate) fn bounded_lossy(b: &[u8], max: usize) -> String {
+    let cut = &b[..b.len().min(max)];
+    let s = String::from_utf8_lossy(cut);
+    if b.len() > max {
+        format!("{s}…")
+    } else {
+        s.into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(Timestamp(t).to_rfc3339(), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(Timestamp(UNIX_EPOCH).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(Timestamp(leap).to_rfc3339(), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn ids_unique_and_v7() {
+        let t = SystemTime::now();
+        let a = EventId::new(t).to_hyphenated();
+        let b = EventId::new(t).to_hyphenated();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "7");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn bounding() {
+        assert_eq!(bounded("héllo", 2), "h…");
+        assert_eq!(bounded("abc", 3), "abc");
+        assert_eq!(bounded_lossy(b"ab\xffcd", 3), "ab\u{fffd}…");
+    }
+}
