@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod keyring;
+
 #[derive(Parser)]
 #[command(name = "msec", version, about = "msec security tooling")]
 struct Cli {
@@ -21,6 +23,9 @@ enum Command {
     /// Authorization policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// msec-crypto keyrings: new, rotate, promote, set-status, show, rewrap.
+    #[command(subcommand)]
+    Keyring(keyring::KeyringCmd),
 }
 
 #[derive(Subcommand)]
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCmd::Check { file }) => policy_check(&file),
+        Command::Keyring(cmd) => keyring::run(cmd),
     }
 }
 

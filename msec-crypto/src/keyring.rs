@@ -464,11 +464,44 @@ impl Keyring {
         Ok(k)
     }
 
-    /// The KMS URI recorded in a keyring file, without unwrapping anything (for `msec keyring show`).
-    pub fn file_kms_uri(json: &str) -> Result<Option<String>, Error> {
+    /// Describes a keyring file (wrapped or plaintext) without unwrapping anything: what `msec keyring show`
+    /// prints. No key material is read.
+    pub fn inspect_file(json: &str) -> Result<KeyringFileInfo, Error> {
         let file: KeyringFile = serde_json::from_str(json).map_err(|e| Error::KeyringFile(e.to_string()))?;
-        Ok(file.kms)
+        if file.format != FILE_FORMAT && file.format != PLAINTEXT_FILE_FORMAT {
+            return Err(Error::KeyringFile(format!("unknown format {:?}", file.format)));
+        }
+        let keys = file
+            .keys
+            .iter()
+            .map(|k| KeyInfo {
+                id: k.id,
+                algorithm: k.algorithm,
+                status: k.status,
+                primary: file.primary == Some(k.id),
+                created_at: k.created_at,
+            })
+            .collect();
+        Ok(KeyringFileInfo {
+            format: file.format,
+            kms: file.kms,
+            primary: file.primary,
+            keys,
+        })
     }
+}
+
+/// What a keyring file says about itself, read without the KMS (see [`Keyring::inspect_file`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyringFileInfo {
+    /// `msec-keyring/v1` or the plaintext test format.
+    pub format: String,
+    /// The KMS key that wrapped the material.
+    pub kms: Option<String>,
+    /// The primary key.
+    pub primary: Option<KeyId>,
+    /// The keys (no secrets).
+    pub keys: Vec<KeyInfo>,
 }
 
 fn wrap_aad(id: KeyId, algorithm: Algorithm) -> Vec<u8> {

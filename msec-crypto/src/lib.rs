@@ -24,7 +24,7 @@ pub use envelope::{DataKeyPolicy, EnvelopeAead, EnvelopeStats};
 pub use error::{Error, KmsError};
 pub use format::{COMMIT_LEN, Ciphertext, KeyRef, SALT_LEN, TEXT_PREFIX, VERSION};
 pub use key::{KeyId, KeyInfo, KeyStatus};
-pub use keyring::{FILE_FORMAT, Keyring, PLAINTEXT_FILE_FORMAT};
+pub use keyring::{FILE_FORMAT, Keyring, KeyringFileInfo, PLAINTEXT_FILE_FORMAT};
 pub use kms::{Kms, KmsFuture, LOCAL_KMS_FORMAT, LocalKms};
 pub use primitive::Algorithm;
 pub use pseudo::Pseudonymizer;
