@@ -1,0 +1,211 @@
+//! Adapters for servers that terminate TLS with their own acceptor: axum-server (`TlsInfo`) and tonic's
+//! built-in TLS (`TlsConnectInfo`, `Request::peer_certs`). Each fills the same `Arc<PeerIdentity>` (source
+//! [`PeerSource::Handshake`]: this process did the handshake), so policies and handlers do not care which
+//! server accepted the connection.
+//!
+//! These adapters see the certificates per request, not per connection, so they parse the leaf on every
+//! request (see `docs/bench/msec-tls.md` for the cost); [`serve`](crate::serve) parses once per connection.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use msec_core::{PeerIdentity, PeerSource, SecureTransport};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::identity::peer_identity_from_der;
+
+fn identity_of(der: &[u8]) -> Option<Arc<PeerIdentity>> {
+    match peer_identity_from_der(der, PeerSource::Handshake) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "verified peer certificate cannot be parsed; request has no peer identity");
+            None
+        }
+    }
+}
+
+/// axum-server: turns its `Arc<TlsInfo>` into `Arc<PeerIdentity>` (feature `axum-server`).
+#[cfg(feature = "axum-server")]
+pub mod axum_server {
+    use super::*;
+
+    use ::axum_server::tls::TlsInfo;
+
+    /// Adds `Arc<PeerIdentity>` (from axum-server's `TlsInfo::peer_certificates`) and `SecureTransport` to
+    /// every request served by axum-server's rustls acceptor. Any identity already present is replaced.
+    ///
+    /// Build the acceptor's configuration with [`ServerTls`](crate::ServerTls) and pass
+    /// `RustlsConfig::from_config(tls.config().clone())`, so the same verifiers (SPIFFE bundles, reload) apply.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use msec_tls::adapters::axum_server::TlsInfoPeerLayer;
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|peer: msec_core::PeerIdentity| async move { peer.subject }))
+    ///     .layer(TlsInfoPeerLayer::new());
+    /// # let _ = app;
+    /// ```
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct TlsInfoPeerLayer(());
+
+    impl TlsInfoPeerLayer {
+        /// The layer.
+        pub fn new() -> Self {
+            Self(())
+        }
+    }
+
+    impl<S> Layer<S> for TlsInfoPeerLayer {
+        type Service = TlsInfoPeer<S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            TlsInfoPeer { inner }
+        }
+    }
+
+    /// The service of [`TlsInfoPeerLayer`].
+    #[derive(Debug, Clone)]
+    pub struct TlsInfoPeer<S> {
+        inner: S,
+    }
+
+    impl<S> TlsInfoPeer<S> {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    }
+
+    impl<S, B> Service<http::Request<B>> for TlsInfoPeer<S>
+    where
+        S: Service<http::Request<B>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+            let peer = req
+                .extensions()
+                .get::<Arc<TlsInfo>>()
+                .map(|info| info.peer_certificates.first().and_then(|der| identity_of(der)));
+            if let Some(peer) = peer {
+                let ext = req.extensions_mut();
+                ext.insert(SecureTransport);
+                ext.remove::<Arc<PeerIdentity>>();
+                if let Some(p) = peer {
+                    ext.insert(p);
+                }
+            }
+            self.inner.call(req)
+        }
+    }
+}
+
+/// tonic's built-in TLS: turns `TlsConnectInfo` into `Arc<PeerIdentity>` (feature `tonic`).
+#[cfg(feature = "tonic")]
+pub mod tonic {
+    use super::*;
+
+    use ::tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    use msec_core::ClientAddr;
+
+    /// The peer identity of a tonic request served with tonic's own TLS (`Request::peer_certs`), parsed now.
+    pub fn peer_identity<T>(req: &::tonic::Request<T>) -> Option<PeerIdentity> {
+        if let Some(p) = req.extensions().get::<Arc<PeerIdentity>>() {
+            return Some(PeerIdentity::clone(p));
+        }
+        let certs = req.peer_certs()?;
+        let der = certs.first()?;
+        identity_of(der.as_ref()).map(|p| PeerIdentity::clone(&p))
+    }
+
+    /// Adds `Arc<PeerIdentity>` (from tonic's `TlsConnectInfo::peer_certs`), the socket [`ClientAddr`] and
+    /// `SecureTransport` to every request of a tonic server with built-in TLS, so
+    /// [`AuthorizeLayer`](msec_core::policy::AuthorizeLayer) and [`RequirePeerLayer`](crate::RequirePeerLayer)
+    /// work with it: `Server::builder().tls_config(..)?.layer(TonicTlsPeerLayer::new())`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct TonicTlsPeerLayer(());
+
+    impl TonicTlsPeerLayer {
+        /// The layer.
+        pub fn new() -> Self {
+            Self(())
+        }
+    }
+
+    impl<S> Layer<S> for TonicTlsPeerLayer {
+        type Service = TonicTlsPeer<S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            TonicTlsPeer { inner }
+        }
+    }
+
+    /// The service of [`TonicTlsPeerLayer`].
+    #[derive(Debug, Clone)]
+    pub struct TonicTlsPeer<S> {
+        inner: S,
+    }
+
+    impl<S> TonicTlsPeer<S> {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    }
+
+    impl<S, B> Service<http::Request<B>> for TonicTlsPeer<S>
+    where
+        S: Service<http::Request<B>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+            let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().map(|info| {
+                let peer = info
+                    .peer_certs()
+                    .and_then(|c| c.first().and_then(|der| identity_of(der.as_ref())));
+                (peer, info.get_ref().remote_addr())
+            });
+            if let Some((peer, remote)) = info {
+                let ext = req.extensions_mut();
+                ext.insert(SecureTransport);
+                ext.remove::<Arc<PeerIdentity>>();
+                if let Some(p) = peer {
+                    ext.insert(p);
+                }
+                if let Some(a) = remote {
+                    ext.insert(ClientAddr::from_socket(a));
+                }
+            }
+            self.inner.call(req)
+        }
+    }
+}
