@@ -125,21 +125,21 @@ impl ClaimRules {
             }
             _ => {}
         }
-        if let Some(nbf) = nbf {
-            if now.saturating_add(leeway) < nbf {
-                return Err(AuthnError::new(
-                    AuthnErrorKind::TokenNotYetValid,
-                    format!("nbf {nbf} is after now {now} (leeway {leeway}s)"),
-                ));
-            }
+        if let Some(nbf) = nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(AuthnError::new(
+                AuthnErrorKind::TokenNotYetValid,
+                format!("nbf {nbf} is after now {now} (leeway {leeway}s)"),
+            ));
         }
-        if let Some(iat) = iat {
-            if iat > now.saturating_add(leeway) {
-                return Err(AuthnError::new(
-                    AuthnErrorKind::TokenNotYetValid,
-                    format!("iat {iat} is in the future (now {now}, leeway {leeway}s)"),
-                ));
-            }
+        if let Some(iat) = iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(AuthnError::new(
+                AuthnErrorKind::TokenNotYetValid,
+                format!("iat {iat} is in the future (now {now}, leeway {leeway}s)"),
+            ));
         }
         if let Some(max) = self.max_lifetime {
             let start = iat.unwrap_or(now);

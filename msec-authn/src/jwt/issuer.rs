@@ -270,10 +270,10 @@ impl Issuer {
         let mut algs = self.algorithms.clone().unwrap_or_else(|| ASYMMETRIC.to_vec());
         if self.algorithms.is_none() {
             for k in &self.keys {
-                if let KeySpec::Hmac { alg, .. } = k {
-                    if !algs.contains(alg) {
-                        algs.push(*alg);
-                    }
+                if let KeySpec::Hmac { alg, .. } = k
+                    && !algs.contains(alg)
+                {
+                    algs.push(*alg);
                 }
             }
         }

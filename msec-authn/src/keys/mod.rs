@@ -244,10 +244,8 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 
 /// Builds a key from a PEM public key (SPKI `PUBLIC KEY`, or `RSA PUBLIC KEY`) for `alg`.
 pub(crate) fn pem_key(kid: Option<&str>, alg: Algorithm, pem: &[u8]) -> Result<VerifyingKey, String> {
-    if let Some(k) = kid {
-        if k.is_empty() || k.len() > MAX_KID_LEN {
-            return Err("`kid` must be 1 to 256 bytes".into());
-        }
+    if kid.is_some_and(|k| k.is_empty() || k.len() > MAX_KID_LEN) {
+        return Err("`kid` must be 1 to 256 bytes".into());
     }
     let key = match alg.family() {
         AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),

@@ -437,9 +437,14 @@ impl KeyStore {
             }
         };
         let ttl = r.refresh.ttl(cache.max_age, cache.no_cache);
+        let same_keys = keys.len() == old.keys.len() && keys.keys().iter().all(|k| old.keys.contains_id(k.id));
         let next = Snapshot {
             keys,
-            generation: if changed { old.generation + 1 } else { old.generation },
+            generation: if changed && !same_keys {
+                old.generation + 1
+            } else {
+                old.generation
+            },
             fresh_until: Some(now + ttl),
             usable_until: Some(now + ttl + r.refresh.max_staleness),
             etag,
@@ -458,10 +463,10 @@ impl KeyStore {
         if changed && (!added.is_empty() || !removed.is_empty()) {
             tracing::info!(issuer = %self.issuer, keys = count, added = ?added, removed = removed.len(), ttl_secs = ttl.as_secs(), "msec-authn: signing keys updated");
         }
-        if !removed.is_empty() {
-            if let Some(hook) = &self.on_removed {
-                hook(&removed);
-            }
+        if !removed.is_empty()
+            && let Some(hook) = &self.on_removed
+        {
+            hook(&removed);
         }
         Ok(changed)
     }
