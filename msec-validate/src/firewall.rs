@@ -65,7 +65,7 @@ pub enum Rule {
     DoubleSlash,
     /// NUL in the path or query.
     NullByte,
-    /// Control characters in the path, query or header values.
+    /// Control characters other than NUL in the path, query or header values.
     ControlCharacter,
     /// A request target over the length limit.
     UriTooLong,
@@ -307,7 +307,7 @@ impl Config {
             if self.on(Rule::NullByte) && value.as_bytes().contains(&0) {
                 return Err(Violation::new(Rule::NullByte, loc()));
             }
-            if self.on(Rule::ControlCharacter) && value.as_bytes().iter().any(|&b| b < 0x20 || b == 0x7f) {
+            if self.on(Rule::ControlCharacter) && value.as_bytes().iter().any(|&b| (1..0x20).contains(&b) || b == 0x7f) {
                 return Err(Violation::new(Rule::ControlCharacter, loc()));
             }
         }
@@ -344,7 +344,7 @@ impl Config {
                 b'\\' if self.on(Rule::Backslash) => return v(Rule::Backslash),
                 b';' if self.on(Rule::Semicolon) => return v(Rule::Semicolon),
                 0 if self.on(Rule::NullByte) => return v(Rule::NullByte),
-                0..=0x1f | 0x7f if self.on(Rule::ControlCharacter) => return v(Rule::ControlCharacter),
+                1..=0x1f | 0x7f if self.on(Rule::ControlCharacter) => return v(Rule::ControlCharacter),
                 _ => {}
             }
             i += 1;
@@ -369,7 +369,7 @@ impl Config {
             }
             match c {
                 0 if self.on(Rule::NullByte) => return v(Rule::NullByte),
-                0..=0x1f | 0x7f if self.on(Rule::ControlCharacter) => return v(Rule::ControlCharacter),
+                1..=0x1f | 0x7f if self.on(Rule::ControlCharacter) => return v(Rule::ControlCharacter),
                 _ => {}
             }
             i += 1;
