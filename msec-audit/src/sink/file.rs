@@ -76,7 +76,6 @@ impl FileSinkBuilder {
             opened_at: None,
             new_file_unsynced: false,
             buf: Vec::with_capacity(1 << 16),
-            now: SystemTime::UNIX_EPOCH,
         })
     }
 }
@@ -90,7 +89,6 @@ pub struct FileSink {
     opened_at: Option<SystemTime>,
     new_file_unsynced: bool,
     buf: Vec<u8>,
-    now: SystemTime,
 }
 
 impl FileSink {
@@ -239,7 +237,7 @@ impl Sink for FileSink {
                 .map_err(|e| SinkError::with_source(format!("cannot open {}", path.display()), e))?;
             self.current_len = f.metadata()?.len();
             self.current = Some((f, path));
-            self.opened_at = Some(self.now);
+            self.opened_at = Some(first.time);
             self.new_file_unsynced = true;
         }
         self.buf.clear();
@@ -272,7 +270,6 @@ impl Sink for FileSink {
     }
 
     fn rotation_due(&mut self, now: SystemTime) -> bool {
-        self.now = now;
         if self.current.is_none() {
             return false;
         }
