@@ -54,7 +54,44 @@ pub enum Error {
     Rng,
 }
 
+/// Stable reason codes for [`Error::code`], as `msec_core` [`ReasonCode`]s (for a `Rejection` or a `Decision`).
+pub mod reason {
+    use msec_core::context::ReasonCode;
+
+    /// [`Error::UnknownKey`](crate::Error::UnknownKey).
+    pub const UNKNOWN_KEY: ReasonCode = ReasonCode::new("unknown_key");
+    /// [`Error::KeyDisabled`](crate::Error::KeyDisabled).
+    pub const KEY_DISABLED: ReasonCode = ReasonCode::new("key_disabled");
+    /// [`Error::Decrypt`](crate::Error::Decrypt).
+    pub const DECRYPT_FAILED: ReasonCode = ReasonCode::new("decrypt_failed");
+    /// [`Error::Malformed`](crate::Error::Malformed).
+    pub const MALFORMED_CIPHERTEXT: ReasonCode = ReasonCode::new("malformed_ciphertext");
+    /// [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).
+    pub const UNSUPPORTED_VERSION: ReasonCode = ReasonCode::new("unsupported_version");
+    /// [`Error::UnsupportedSuite`](crate::Error::UnsupportedSuite).
+    pub const UNSUPPORTED_SUITE: ReasonCode = ReasonCode::new("unsupported_suite");
+    /// [`Error::NoPrimary`](crate::Error::NoPrimary).
+    pub const NO_PRIMARY_KEY: ReasonCode = ReasonCode::new("no_primary_key");
+    /// [`Error::WrongKeyKind`](crate::Error::WrongKeyKind).
+    pub const WRONG_KEY_KIND: ReasonCode = ReasonCode::new("wrong_key_kind");
+    /// [`Error::Keyring`](crate::Error::Keyring).
+    pub const KEYRING_INVALID: ReasonCode = ReasonCode::new("keyring_invalid");
+    /// [`Error::KeyringFile`](crate::Error::KeyringFile).
+    pub const KEYRING_FILE: ReasonCode = ReasonCode::new("keyring_file");
+    /// [`Error::Kms`](crate::Error::Kms).
+    pub const KMS_ERROR: ReasonCode = ReasonCode::new("kms_error");
+    /// [`Error::Value`](crate::Error::Value).
+    pub const VALUE_ENCODING: ReasonCode = ReasonCode::new("value_encoding");
+    /// [`Error::Rng`](crate::Error::Rng).
+    pub const RNG_FAILURE: ReasonCode = ReasonCode::new("rng_failure");
+}
+
 impl Error {
+    /// The stable code as a [`ReasonCode`](msec_core::context::ReasonCode) (one of the [`reason`] constants).
+    pub fn reason_code(&self) -> msec_core::context::ReasonCode {
+        msec_core::context::ReasonCode::new(self.code())
+    }
+
     /// A stable machine code: `unknown_key`, `key_disabled`, `decrypt_failed`, `malformed_ciphertext`,
     /// `unsupported_version`, `unsupported_suite`, `no_primary_key`, `wrong_key_kind`, `keyring_invalid`,
     /// `keyring_file`, `kms_error`, `value_encoding`, `rng_failure`.

@@ -120,7 +120,8 @@ impl Ciphertext {
         let ct = Self::from_bytes(bytes)?;
         let consistent = match ct.key_ref() {
             KeyRef::Envelope(_) => key == "env",
-            KeyRef::Keyring(id) => key.parse::<KeyId>().is_ok_and(|k| k == id),
+            // Canonical form only (lowercase hex), so the text form has exactly one spelling.
+            KeyRef::Keyring(id) => key == id.to_string(),
         };
         if !consistent {
             return Err(Error::Malformed("key reference in text does not match the ciphertext"));

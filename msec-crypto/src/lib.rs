@@ -13,6 +13,8 @@ mod pseudo;
 mod value;
 
 pub mod batch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mask;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -21,7 +23,7 @@ pub mod primitive;
 pub use blind::{BlindIndex, BlindIndexOptions, BlindIndexValue};
 pub use context::Context;
 pub use envelope::{DataKeyPolicy, EnvelopeAead, EnvelopeStats};
-pub use error::{Error, KmsError};
+pub use error::{Error, KmsError, reason};
 pub use format::{COMMIT_LEN, Ciphertext, KeyRef, SALT_LEN, TEXT_PREFIX, VERSION};
 pub use key::{KeyId, KeyInfo, KeyStatus};
 pub use keyring::{FILE_FORMAT, Keyring, KeyringFileInfo, PLAINTEXT_FILE_FORMAT};

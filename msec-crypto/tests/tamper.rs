@@ -251,3 +251,27 @@ fn hmac_keys_do_not_encrypt_and_aead_keys_do_not_index() {
     ));
     assert!(k.blind_index(h, msec_crypto::BlindIndexOptions::new("x")).is_ok());
 }
+
+#[test]
+fn reason_codes_match_error_codes() {
+    use msec_crypto::reason;
+    let id = KeyId(1);
+    for (e, r) in [
+        (Error::UnknownKey(id), reason::UNKNOWN_KEY),
+        (Error::KeyDisabled(id), reason::KEY_DISABLED),
+        (Error::Decrypt, reason::DECRYPT_FAILED),
+        (Error::Malformed("x"), reason::MALFORMED_CIPHERTEXT),
+        (Error::UnsupportedVersion(9), reason::UNSUPPORTED_VERSION),
+        (Error::UnsupportedSuite(9), reason::UNSUPPORTED_SUITE),
+        (Error::NoPrimary, reason::NO_PRIMARY_KEY),
+        (Error::WrongKeyKind(id), reason::WRONG_KEY_KIND),
+        (Error::Keyring("x"), reason::KEYRING_INVALID),
+        (Error::KeyringFile("x".into()), reason::KEYRING_FILE),
+        (Error::Kms(msec_crypto::KmsError::Unwrap), reason::KMS_ERROR),
+        (Error::Value("x".into()), reason::VALUE_ENCODING),
+        (Error::Rng, reason::RNG_FAILURE),
+    ] {
+        assert_eq!(e.reason_code(), r);
+        assert_eq!(e.code(), r.as_str());
+    }
+}
