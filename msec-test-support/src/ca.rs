@@ -63,6 +63,7 @@ pub struct LeafSpec {
     validity: Option<(i64, i64)>,
     server: bool,
     client: bool,
+    serial: Option<u64>,
 }
 
 impl LeafSpec {
@@ -109,6 +110,17 @@ impl LeafSpec {
     /// Valid only from tomorrow.
     pub fn not_yet_valid(self) -> Self {
         self.validity_secs(86_400, 2 * 86_400)
+    }
+    /// Sets the serial number (otherwise rcgen picks a random one), e.g. to revoke it in a [`TestCa::crl_pem`].
+    pub fn serial(mut self, serial: u64) -> Self {
+        self.serial = Some(serial);
+        self
+    }
+    /// Usable for client authentication only (no serverAuth extended key usage).
+    pub fn client_only(mut self) -> Self {
+        self.server = false;
+        self.client = true;
+        self
     }
 }
 
@@ -206,6 +218,9 @@ impl TestCa {
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
+        if let Some(serial) = spec.serial {
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         TestCert {
             cert_pem: cert.pem(),
@@ -224,6 +239,59 @@ impl TestCa {
     /// A server certificate for localhost.
     pub fn localhost(&self) -> TestCert {
         self.issue(&LeafSpec::localhost())
+    }
+
+    /// A CRL (PEM) signed by this CA revoking the given serial numbers (see [`LeafSpec::serial`]), valid from an
+    /// hour ago for a day.
+    pub fn crl_pem(&self, revoked_serials: &[u64]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: at(-3_600),
+            next_update: at(86_400),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: at(-60),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).expect("sign CRL").pem().expect("CRL PEM")
+    }
+
+    /// An intermediate CA for the same trust domain, signed by this CA. Its [`cert_pem`](Self::cert_pem) is the
+    /// intermediate certificate; send it after a leaf it issues ([`TestCa::chain_pem`]).
+    pub fn intermediate(&self, name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("generate intermediate key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("msec test intermediate {name}"));
+        dn.push(DnType::OrganizationName, "msec tests");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = at(-86_400);
+        params.not_after = at(5 * 365 * 86_400);
+        params.use_authority_key_identifier_extension = true;
+        params
+            .subject_alt_names
+            .push(SanType::URI(format!("spiffe://{}", self.trust_domain).try_into().expect("uri")));
+        let cert = params.signed_by(&key, &self.issuer).expect("sign intermediate");
+        TestCa {
+            trust_domain: self.trust_domain.clone(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// `leaf`'s certificate followed by this CA's certificate (a chain for a leaf an intermediate issued).
+    pub fn chain_pem(&self, leaf: &TestCert) -> String {
+        format!("{}{}", leaf.cert_pem, self.cert_pem)
     }
 }
 

@@ -474,9 +474,9 @@ impl TrustMaterial {
             (Anchors::Spiffe(map), Some(id)) => match map.get(id.trust_domain_name()) {
                 Some(a) => a,
                 None => {
-                    return Err(svid_error(SvidError::UntrustedDomain(
-                        id.trust_domain_name().to_owned(),
-                    )));
+                    // Counted and logged as an SVID problem, answered as what it is on the wire: unknown CA.
+                    let _ = svid_error(SvidError::UntrustedDomain(id.trust_domain_name().to_owned()));
+                    return Err(CertificateError::UnknownIssuer.into());
                 }
             },
             (Anchors::Spiffe(_), None) => return Err(svid_error(SvidError::NoUriSan)),
