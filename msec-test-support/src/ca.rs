@@ -260,7 +260,11 @@ impl TestCa {
                 .collect(),
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
-        params.signed_by(&self.issuer).expect("sign CRL").pem().expect("CRL PEM")
+        params
+            .signed_by(&self.issuer)
+            .expect("sign CRL")
+            .pem()
+            .expect("CRL PEM")
     }
 
     /// An intermediate CA for the same trust domain, signed by this CA. Its [`cert_pem`](Self::cert_pem) is the
@@ -273,13 +277,17 @@ impl TestCa {
         dn.push(DnType::OrganizationName, "msec tests");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = at(-86_400);
         params.not_after = at(5 * 365 * 86_400);
         params.use_authority_key_identifier_extension = true;
-        params
-            .subject_alt_names
-            .push(SanType::URI(format!("spiffe://{}", self.trust_domain).try_into().expect("uri")));
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://{}", self.trust_domain).try_into().expect("uri"),
+        ));
         let cert = params.signed_by(&key, &self.issuer).expect("sign intermediate");
         TestCa {
             trust_domain: self.trust_domain.clone(),
