@@ -10,6 +10,10 @@
 //! stream (SSE, gRPC streaming) is audited when it ends, and holds its queue slot until then. A response whose
 //! body is empty at the headers is written at once.
 //!
+//! **Request bodies** are captured by a second layer, [`CaptureLayer`] ([`AuditLayer::capture_layer`]), placed
+//! innermost: it changes the request body type, which the audit layer itself does not, so that axum `from_fn`
+//! middleware and every other layer in between see the usual body.
+//!
 //! **Levels** per route (first matching rule in declaration order, routes as in
 //! [`RouteSpec`](msec_core::route::RouteSpec)): [`Level::None`] writes nothing — unless a layer denied the
 //! request (security decisions are always audited, at metadata level, if the queue has room); [`Level::Metadata`]
@@ -37,7 +41,10 @@
 //!     .rule("POST /v1/payments", Level::RequestResponse)
 //!     .log_request_headers(["user-agent", "content-type"])
 //!     .build()?;
-//! let stack = ServiceBuilder::new().layer(audit); // then rate limiting, authn, authz, ...
+//! let stack = ServiceBuilder::new()
+//!     .layer(audit.clone())
+//!     // ... rate limiting, authentication, authorization ...
+//!     .layer(audit.capture_layer()); // innermost
 //! # let _ = stack;
 //! # Ok(()) }
 //! ```
@@ -307,6 +314,11 @@ impl AuditLayer {
     pub fn log(&self) -> &AuditLog {
         &self.config.log
     }
+
+    /// The layer that captures request bodies; place it innermost (see [`CaptureLayer`]).
+    pub fn capture_layer(&self) -> CaptureLayer {
+        CaptureLayer
+    }
 }
 
 impl<S> Layer<S> for AuditLayer {
@@ -382,6 +394,7 @@ impl<S> Audit<S> {
 pub struct RequestAudit {
     request_id: Option<String>,
     attributes: Mutex<Map<String, Value>>,
+    capture: Option<Arc<Mutex<Captured>>>,
 }
 
 impl RequestAudit {
@@ -411,6 +424,7 @@ struct Captured {
     limit: usize,
     total: u64,
     truncated: bool,
+    attached: bool,
 }
 
 impl Captured {
@@ -424,8 +438,65 @@ impl Captured {
     }
 }
 
+/// Captures request bodies for the audit events of [`Level::Request`] routes and above. Get it from
+/// [`AuditLayer::capture_layer`] and place it **innermost** — right above the router or handler — because it
+/// changes the request body type to [`CaptureBody<B>`] (the audit layer itself keeps the body type, so axum
+/// `from_fn` middleware and other layers between the two see the usual body). Without it, such events record
+/// `"body_omitted": "not_captured"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaptureLayer;
+
+impl<S> Layer<S> for CaptureLayer {
+    type Service = CaptureRequestBody<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CaptureRequestBody { inner }
+    }
+}
+
+/// The service of [`CaptureLayer`].
+#[derive(Debug, Clone)]
+pub struct CaptureRequestBody<S> {
+    inner: S,
+}
+
+impl<S> CaptureRequestBody<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for CaptureRequestBody<S>
+where
+    S: Service<Request<CaptureBody<B>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let capture = RequestAudit::get(req.extensions()).and_then(|a| a.capture.clone());
+        if let Some(c) = &capture {
+            c.lock().unwrap_or_else(|e| e.into_inner()).attached = true;
+        }
+        self.inner.call(req.map(|inner| CaptureBody { inner, capture }))
+    }
+}
+
 pin_project! {
-    /// The request body the inner service sees: the original, teed into the audit capture at
+    /// The request body below a [`CaptureLayer`]: the original, teed into the audit capture at
     /// [`Level::Request`] and above.
     pub struct CaptureBody<B> {
         #[pin]
@@ -557,7 +628,7 @@ fn trace_id(headers: &HeaderMap) -> Option<String> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S>
 where
-    S: Service<Request<CaptureBody<ReqBody>>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<AuditBody<ResBody>>>;
@@ -616,17 +687,18 @@ where
             .map(|v| v.as_bytes())
             .filter(|v| valid_id(v))
             .map(|v| String::from_utf8_lossy(v).into_owned());
-        let audit = Arc::new(RequestAudit {
-            request_id,
-            attributes: Mutex::new(Map::new()),
-        });
-        parts.extensions.insert(audit.clone());
         let capture = (level >= Level::Request).then(|| {
             Arc::new(Mutex::new(Captured {
                 limit: config.body_limit,
                 ..Captured::default()
             }))
         });
+        let audit = Arc::new(RequestAudit {
+            request_id,
+            attributes: Mutex::new(Map::new()),
+            capture: capture.clone(),
+        });
+        parts.extensions.insert(audit.clone());
         #[cfg(feature = "axum")]
         let matched = parts
             .extensions
@@ -665,7 +737,7 @@ where
             resp_capture: None,
             error: false,
         };
-        let req = Request::from_parts(parts, CaptureBody { inner: body, capture });
+        let req = Request::from_parts(parts, body);
         ResponseFuture {
             kind: Kind::Inner {
                 future: self.inner.call(req),
@@ -1027,11 +1099,12 @@ fn finalize(f: InFlight, aborted: bool) {
             .as_ref()
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()));
         let (body, omitted) = match (&cap, level >= Level::Request) {
+            (Some(c), true) if !c.attached => (None, Some("not_captured")),
             (Some(c), true) => body_value(c, req_ct.as_deref(), redactor),
             _ => (None, None),
         };
         let bytes = cap.as_ref().map(|c| c.total).filter(|&t| t > 0);
-        (!f.req_headers.is_empty() || body.is_some() || bytes.is_some()).then(|| CaptureBodyJson {
+        (!f.req_headers.is_empty() || body.is_some() || bytes.is_some() || omitted.is_some()).then(|| CaptureBodyJson {
             headers: HeaderList(&f.req_headers, &f.config.request_headers),
             body,
             body_bytes: bytes,

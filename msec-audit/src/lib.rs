@@ -56,7 +56,9 @@ pub mod verify;
 pub use chain::{CheckpointSigner, KeyError, PublicKey, Record, RecordKind};
 pub use detect::{Alert, AlertHook, Detectors};
 pub use event::{AccessOperation, Actor, DataAccess, IntoEvent};
-pub use layer::{AUDIT_UNAVAILABLE, Audit, AuditConfigError, AuditLayer, AuditLayerBuilder, Level, RequestAudit};
+pub use layer::{
+    AUDIT_UNAVAILABLE, Audit, AuditConfigError, AuditLayer, AuditLayerBuilder, CaptureLayer, Level, RequestAudit,
+};
 pub use log::{AuditError, AuditLog, AuditLogBuilder, EmitError, FsyncPolicy, Overflow, Stats};
 pub use redact::Redactor;
 pub use sink::{FileSink, MemorySink, Sink, SinkError, StdoutSink, TracingSink};
