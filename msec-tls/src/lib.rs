@@ -96,3 +96,36 @@ pub use xfcc::ForwardedClientCertLayer;
 
 /// rustls and tokio-rustls, as this crate uses them.
 pub use {rustls, tokio_rustls};
+
+/// Bodies of the cargo-fuzz targets in `fuzz/` (also run over proptest inputs by this crate's tests).
+#[doc(hidden)]
+pub mod fuzzing {
+    use msec_core::PeerSource;
+
+    /// XFCC parsing never panics; whatever parses yields an identity or a typed error.
+    pub fn xfcc(data: &[u8]) {
+        if let Ok(s) = std::str::from_utf8(data) {
+            if let Ok(elements) = crate::xfcc::parse(s) {
+                assert!(!elements.is_empty());
+                for e in &elements {
+                    if let Ok(peer) = e.peer_identity() {
+                        assert_eq!(peer.source, PeerSource::TrustedProxy);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Certificate parsing never panics; a parsed certificate's fingerprint is the SHA-256 of its bytes, and an
+    /// SVID's SPIFFE ID is the identity's.
+    pub fn peer_cert(data: &[u8]) {
+        let svid = crate::svid_spiffe_id(data);
+        if let Ok(peer) = crate::peer_identity_from_der(data, PeerSource::Handshake) {
+            assert_eq!(
+                &peer.fingerprint_sha256[..],
+                ring::digest::digest(&ring::digest::SHA256, data).as_ref()
+            );
+            assert_eq!(peer.spiffe_id, svid.ok());
+        }
+    }
+}
