@@ -464,6 +464,38 @@ where
     }
 }
 
+/// The body of the `forwarded_header` fuzz target (also run over proptest inputs by the test suite): parsing
+/// never panics, never keeps more than [`MAX_HOPS`] + 2 nodes, and resolution only ever answers the socket peer
+/// or an address some header entry named.
+#[doc(hidden)]
+pub fn fuzz_forwarded(data: &[u8]) {
+    let mut nodes = Vec::new();
+    parse_forwarded(data, &mut nodes);
+    assert!(nodes.len() <= MAX_HOPS + 2);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = parse_node(s);
+    }
+    let Ok(v) = http::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut h = HeaderMap::new();
+    h.insert(X_FORWARDED_FOR, v.clone());
+    h.insert(http::header::FORWARDED, v);
+    let proxies = TrustedProxies {
+        nets: Arc::from([
+            "10.0.0.0/8".parse::<IpNet>().unwrap_or_default(),
+            "fd00::/8".parse().unwrap_or_default(),
+        ]),
+    };
+    let trusted = ClientAddr::from_socket(SocketAddr::from(([10, 0, 0, 1], 1)));
+    let untrusted = ClientAddr::from_socket(SocketAddr::from(([203, 0, 113, 1], 1)));
+    for which in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+        let got = proxies.resolve(trusted, &h, which);
+        assert!(got == trusted || got.source() == msec_core::ClientAddrSource::Forwarded);
+        assert_eq!(proxies.resolve(untrusted, &h, which), untrusted);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ pub use error::{BackendError, ConfigError};
 pub use key::{Key, KeyExtractor, KeySpec, RequestInfo};
 pub use layer::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, ResponseFuture};
 pub use limiter::{MAX_RULES, RateLimiter, RateLimiterBuilder};
-pub use local::{ClockBridge, LocalLimiter, RuleOutcome};
+pub use local::{BYTES_PER_KEY_BOUND, ClockBridge, LocalLimiter, RuleOutcome};
 pub use penalty::{FailureInfo, FailurePredicate, PenaltyBox, PenaltyBoxBuilder, auth_failures};
 pub use quota::Quota;
 pub use rule::{CostFn, Mode, Rule};

@@ -60,7 +60,39 @@ pub struct RuleOutcome {
     pub retry_after: Duration,
 }
 
-/// One rule's local GCRA limiter: governor over a bounded, self-evicting key store.
+/// Memory bound of a [`LocalLimiter`] per key of its cap, in bytes: tracked state never takes more than
+/// `max_keys × BYTES_PER_KEY_BOUND` (keys longer than 38 bytes add their length; see [`MAX_TEXT`](crate::key::MAX_TEXT)).
+///
+/// A slot is 57 bytes (an inline key, its hash, the GCRA time, a control byte); a table stays below 7/8 full
+/// and, under a flood that keeps evicting, hashbrown's tombstones can double it once more.
+pub const BYTES_PER_KEY_BOUND: usize = 200;
+
+/// One rule's local GCRA limiter: governor's algorithm over a bounded, self-evicting key store.
+///
+/// - **Hard cap**: never more than `max_keys` keys (rounded down to a multiple of the 32 shards).
+/// - **Self-running eviction**: idle keys (whose bucket is full again, so forgetting them changes nothing) are
+///   dropped during normal operations, a shard at a time; no cleanup thread, no timer.
+/// - **Flood resistance**: when a shard is full of live keys, the eighth closest to idle is dropped — a
+///   flood of fresh keys displaces other fresh keys, never a client that is being held back.
+/// - **Memory**: at most [`BYTES_PER_KEY_BOUND`] bytes per key of the cap.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use msec_core::clock::ManualClock;
+/// use msec_ratelimit::{Key, LocalLimiter, Quota};
+///
+/// let clock = ManualClock::starting_now();
+/// let lim = LocalLimiter::new(Quota::per_minute(60).burst(2), 10_000, Arc::new(clock.clone()));
+/// let k = Key::subject("alice");
+/// assert!(lim.check(&k, NonZeroU32::MIN).allowed);
+/// assert!(lim.check(&k, NonZeroU32::MIN).allowed);
+/// let denied = lim.check(&k, NonZeroU32::MIN);
+/// assert!(!denied.allowed);
+/// assert_eq!(denied.retry_after, std::time::Duration::from_secs(1));
+/// clock.advance(std::time::Duration::from_secs(1));
+/// assert!(lim.check(&k, NonZeroU32::MIN).allowed);
+/// ```
 pub struct LocalLimiter {
     gov: Gov,
     store: Arc<BoundedMap<Key, u64>>,

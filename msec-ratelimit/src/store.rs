@@ -260,7 +260,18 @@ impl<K: Hash + Eq + Clone, V: Expiring> BoundedMap<K, V> {
 
     pub(crate) fn stats(&self) -> StoreStats {
         let slot = std::mem::size_of::<(Prehashed<K>, V)>() + 1;
-        let table_bytes = (0..self.shards.len()).map(|i| self.lock(i).map.capacity() * slot).sum();
+        let table_bytes = (0..self.shards.len())
+            .map(|i| {
+                // hashbrown: a usable capacity of 7/8 of a power-of-two bucket count (all buckets for tiny tables).
+                let cap = self.lock(i).map.capacity();
+                let buckets = match cap {
+                    0 => 0,
+                    1..=7 => (cap + 1).next_power_of_two(),
+                    _ => (cap * 8 / 7).next_power_of_two(),
+                };
+                buckets * slot + if buckets > 0 { 16 } else { 0 }
+            })
+            .sum();
         StoreStats {
             len: self.len(),
             capacity: self.capacity(),
