@@ -151,9 +151,11 @@ impl RingVerifier {
         if let Some((params, _)) = rsa_params(alg) {
             let key = match key.kind() {
                 DecodingKeyKind::SecretOrDer(der) => RsaPublic::Der(der.clone()),
+                // ring wants minimal big-endian integers: drop leading zero bytes (DER and many JWK
+                // producers keep one before a high bit).
                 DecodingKeyKind::RsaModulusExponent { n, e } => RsaPublic::Components {
-                    n: n.clone(),
-                    e: e.clone(),
+                    n: strip_leading_zeros(n).to_vec(),
+                    e: strip_leading_zeros(e).to_vec(),
                 },
             };
             return Ok(Self {
@@ -214,6 +216,11 @@ impl JwtVerifier for RingVerifier {
     fn algorithm(&self) -> Algorithm {
         self.alg
     }
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let z = b.iter().take_while(|x| **x == 0).count();
+    &b[z..]
 }
 
 fn hmac_alg(alg: Algorithm) -> Option<ring::hmac::Algorithm> {
