@@ -65,8 +65,8 @@ pub trait Sink: Send + 'static {
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
 
-    /// Prepares the sink. Returns where an existing log stands so the chain continues from it, or `None` for a
-    /// new log.
+    /// Prepares the sink. Returns where an existing log stands so the chain continues from it (a head with
+    /// `next_seq` 0 names the id of a new log), or `None` for a new log with an id of the writer's choosing.
     fn open(&mut self) -> Result<Option<ChainHead>, SinkError>;
 
     /// Writes records (in sequence order, after those already written).

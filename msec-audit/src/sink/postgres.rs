@@ -188,7 +188,14 @@ impl Sink for PostgresSink {
                 .map_err(|e| SinkError::with_source("cannot read the log head", e))
         });
         self.client = Some(client);
-        let Some(row) = row? else { return Ok(None) };
+        let Some(row) = row? else {
+            // A new log under the configured id.
+            return Ok(Some(ChainHead {
+                log_id: log_id.into(),
+                next_seq: 0,
+                prev: crate::chain::GENESIS_PREV,
+            }));
+        };
         let seq: i64 = row.get(0);
         let hash: Vec<u8> = row.get(1);
         let prev = parse_hash(crate::util::hex(&hash).as_bytes()).ok_or_else(|| SinkError::new("bad hash column"))?;
