@@ -82,7 +82,8 @@ pub struct ClientReady {
 /// [`client_cert`](ClientTlsBuilder::client_cert) or [`no_client_cert`](ClientTlsBuilder::no_client_cert),
 /// then options and [`build`](ClientTlsBuilder::build).
 ///
-/// Defaults: the ring provider, TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`.
+/// Defaults: the ring provider, TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`, no session resumption (every
+/// connection is a full handshake; see [`allow_resumption`](ClientTlsBuilder::allow_resumption)).
 #[must_use]
 pub struct ClientTlsBuilder<S> {
     state: S,
@@ -154,9 +155,13 @@ impl ClientTlsBuilder<ClientReady> {
         self
     }
 
-    /// Turns TLS session resumption off, so every connection does a full handshake (benchmarks, tests).
-    pub fn without_resumption(mut self) -> Self {
-        self.resumption = false;
+    /// Resumes TLS sessions with servers that allow it (off by default).
+    ///
+    /// A resumed session skips server verification and presents no client certificate: the server keeps the
+    /// client identity of the first handshake, and the client the server identity it verified then. Rotated
+    /// client certificates, trust bundles and SPIFFE expectations then apply only to full handshakes.
+    pub fn allow_resumption(mut self) -> Self {
+        self.resumption = true;
         self
     }
 
@@ -228,7 +233,7 @@ impl ClientTls {
             state: WantsServerAuth(()),
             tls13_only: false,
             alpn: vec![alpn::H2.to_vec(), alpn::HTTP_1_1.to_vec()],
-            resumption: true,
+            resumption: false,
         }
     }
 

@@ -199,10 +199,11 @@ impl Watcher {
     pub fn spawn(self) -> WatcherHandle {
         let items = Arc::new(self.items);
         let every = self.every;
+        // The schedule starts now (not when the task is first polled): the first poll is one interval away, as
+        // the material was just loaded.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // the first tick is immediate; the material was just loaded
             loop {
                 tick.tick().await;
                 let items = items.clone();

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::server::NoClientAuth;
+use rustls::server::{NoClientAuth, NoServerSessionStorage};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::cert::{CertSource, provider};
@@ -79,12 +79,15 @@ pub struct ServerReady {
 /// [`certificate`](ServerTlsBuilder::certificate), then options and [`build`](ServerTlsBuilder::build).
 ///
 /// Defaults: the ring provider, TLS 1.3 and 1.2 (switch to [`tls13_only`](ServerTlsBuilder::tls13_only)),
-/// ALPN `h2` then `http/1.1`.
+/// ALPN `h2` then `http/1.1`, and — with client authentication — no session resumption, so every connection's
+/// certificate is verified against the trust in force (see
+/// [`danger_allow_resumption_with_client_auth`](ServerTlsBuilder::danger_allow_resumption_with_client_auth)).
 #[must_use]
 pub struct ServerTlsBuilder<S> {
     state: S,
     tls13_only: bool,
     alpn: Vec<Vec<u8>>,
+    resumption: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for ServerTlsBuilder<S> {
@@ -104,6 +107,7 @@ impl ServerTlsBuilder<WantsClientAuth> {
             state: WantsCertificate { auth },
             tls13_only: self.tls13_only,
             alpn: self.alpn,
+            resumption: self.resumption,
         }
     }
 }
@@ -118,6 +122,7 @@ impl ServerTlsBuilder<WantsCertificate> {
             },
             tls13_only: self.tls13_only,
             alpn: self.alpn,
+            resumption: self.resumption,
         }
     }
 }
@@ -147,6 +152,17 @@ impl ServerTlsBuilder<ServerReady> {
         self
     }
 
+    /// Lets clients resume TLS sessions even when they authenticated with a certificate.
+    ///
+    /// Off by default under [`ClientAuth::required`] / [`ClientAuth::optional`]: a resumed session skips
+    /// certificate verification and keeps the identity of its first handshake, so a rotated trust bundle, a new
+    /// CRL or the client certificate's expiry would not apply to it. With resumption allowed they apply only to
+    /// full handshakes. (Without client authentication rustls' default resumption stays on.)
+    pub fn danger_allow_resumption_with_client_auth(mut self) -> Self {
+        self.resumption = true;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ServerTls, TlsConfigError> {
         let builder =
@@ -164,6 +180,11 @@ impl ServerTlsBuilder<ServerReady> {
         };
         let mut config = builder.with_cert_resolver(self.state.cert.resolver());
         config.alpn_protocols = self.alpn;
+        if mode != "none" && !self.resumption {
+            // Every connection re-verifies its client certificate against the trust in force.
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(ServerTls {
             config: Arc::new(config),
             client_auth: mode,
@@ -211,6 +232,7 @@ impl ServerTls {
             state: WantsClientAuth(()),
             tls13_only: false,
             alpn: vec![alpn::H2.to_vec(), alpn::HTTP_1_1.to_vec()],
+            resumption: false,
         }
     }
 

@@ -475,3 +475,46 @@ async fn every_request_on_a_connection_shares_one_identity() {
     let _ = Duration::ZERO;
     let _ = PeerSource::Handshake;
 }
+
+#[tokio::test]
+async fn resumption_is_off_under_client_auth_unless_allowed() {
+    let pki = Pki::new();
+    let svid = pki.svid_a("/ns/prod/sa/frontend");
+    let client = msec_tls::ClientTls::builder()
+        .server_auth(msec_tls::ServerAuth::dns(pki.roots_a()))
+        .client_cert(common::source(&svid))
+        .alpn_protocols(["http/1.1"])
+        .allow_resumption()
+        .build()
+        .unwrap();
+    let kinds = |addr| {
+        let client = client.clone();
+        async move {
+            // The first exchange reads the whole response, so the client receives any session ticket.
+            assert!(matches!(
+                attempt(&client, addr, "/whoami").await,
+                Outcome::Answered(200, _)
+            ));
+            let s = client.connect(addr, "localhost").await.unwrap();
+            let kind = s.get_ref().1.handshake_kind();
+            let o = attempt(&client, addr, "/whoami").await;
+            (kind, json_of(&o)["peer"]["spiffe_id"].clone())
+        }
+    };
+    let addr = start(pki.server_tls(ClientAuth::required(pki.spiffe_trust())), app()).await;
+    let (kind, id) = kinds(addr).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(id, json!("spiffe://example.org/ns/prod/sa/frontend"));
+
+    let lenient = ServerTls::builder()
+        .client_auth(ClientAuth::required(pki.spiffe_trust()))
+        .certificate(pki.server_cert())
+        .danger_allow_resumption_with_client_auth()
+        .build()
+        .unwrap();
+    let addr = start(lenient, app()).await;
+    let (kind, id) = kinds(addr).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    // A resumed session keeps the identity of its first handshake.
+    assert_eq!(id, json!("spiffe://example.org/ns/prod/sa/frontend"));
+}
