@@ -37,6 +37,8 @@ mod authenticator;
 mod cache;
 pub mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwt;
 pub mod keys;
 mod layer;
