@@ -21,6 +21,8 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 const SIZES: [usize; 3] = [64, 1024, 64 * 1024];
+/// msec's HKDF label and the 6 header bytes before the salt: the same info length msec hashes.
+const INFO_PREFIX: &[u8] = b"msec/v1 msg key\x01\x01\x00\x00\x00\x01";
 
 struct Len(usize);
 impl hkdf::KeyType for Len {
@@ -40,7 +42,7 @@ fn ring_hkdf_seal(rng: &SystemRandom, prk: &hkdf::Prk, aad: &[u8], pt: &[u8]) ->
     let mut random = [0u8; 28];
     rng.fill(&mut random).unwrap();
     let mut okm = [0u8; 64];
-    prk.expand(&[b"label", &random], Len(64))
+    prk.expand(&[INFO_PREFIX, &random], Len(64))
         .unwrap()
         .fill(&mut okm)
         .unwrap();
@@ -59,7 +61,7 @@ fn ring_hkdf_seal(rng: &SystemRandom, prk: &hkdf::Prk, aad: &[u8], pt: &[u8]) ->
 
 fn ring_hkdf_open(prk: &hkdf::Prk, aad: &[u8], ct: &[u8]) -> Vec<u8> {
     let mut okm = [0u8; 64];
-    prk.expand(&[b"label", &ct[..28]], Len(64))
+    prk.expand(&[INFO_PREFIX, &ct[..28]], Len(64))
         .unwrap()
         .fill(&mut okm)
         .unwrap();

@@ -23,7 +23,9 @@ pub const COMMIT_LEN: usize = 32;
 /// The text prefix of every ciphertext.
 pub const TEXT_PREFIX: &str = "msec:v1:";
 
-const HKDF_LABEL: &[u8] = b"msec-crypto/v1 message key";
+/// 15 bytes: with the 34-byte keyring header and HKDF's counter byte, the first HMAC block's inner hash fits one
+/// SHA-256 compression.
+const HKDF_LABEL: &[u8] = b"msec/v1 msg key";
 /// Bytes after the key reference and before the ciphertext body: salt, nonce, commitment.
 const TAIL_HEADER: usize = SALT_LEN + NONCE_LEN + COMMIT_LEN;
 
