@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod keyring;
 
 #[derive(Parser)]
@@ -26,6 +27,9 @@ enum Command {
     /// msec-crypto keyrings: new, rotate, promote, set-status, show, rewrap.
     #[command(subcommand)]
     Keyring(keyring::KeyringCmd),
+    /// Tamper-evident audit logs: verify, tail, keygen.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Policy(PolicyCmd::Check { file }) => policy_check(&file),
         Command::Keyring(cmd) => keyring::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 
