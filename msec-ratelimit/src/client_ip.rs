@@ -181,10 +181,10 @@ pub fn parse_node(s: &str) -> Node {
         return Node::Addr(canonical(sa.ip()), Some(sa.port()));
     }
     // RFC 7239 allows an obfuscated port: `192.0.2.43:_abc`.
-    if let Some((ip, port)) = s.rsplit_once(':') {
-        if let (Ok(ip), Port::Obfuscated) = (ip.parse::<std::net::Ipv4Addr>(), parse_port(port)) {
-            return Node::Addr(IpAddr::V4(ip), None);
-        }
+    if let Some((ip, port)) = s.rsplit_once(':')
+        && let (Ok(ip), Port::Obfuscated) = (ip.parse::<std::net::Ipv4Addr>(), parse_port(port))
+    {
+        return Node::Addr(IpAddr::V4(ip), None);
     }
     Node::Malformed
 }
@@ -204,10 +204,12 @@ fn parse_port(s: &str) -> Port {
     {
         return Port::Obfuscated;
     }
-    if !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(p) = s.parse() {
-            return Port::Num(p);
-        }
+    if !s.is_empty()
+        && s.len() <= 5
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(p) = s.parse()
+    {
+        return Port::Num(p);
     }
     Port::Bad
 }
@@ -347,10 +349,10 @@ impl Parser<'_> {
                     Ok(v) => {
                         // An IPv6 `for` must be quoted and bracketed; a bare one is malformed.
                         let n = parse_node(v);
-                        if let Node::Addr(IpAddr::V6(_), _) = n {
-                            if !v.starts_with('[') {
-                                return Node::Malformed;
-                            }
+                        if let Node::Addr(IpAddr::V6(_), _) = n
+                            && !v.starts_with('[')
+                        {
+                            return Node::Malformed;
                         }
                         n
                     }

@@ -159,10 +159,10 @@ where
                 if let Some((policy, value)) = headers.take() {
                     append_headers(resp.headers_mut(), policy, value);
                 }
-                if let Some((pb, key)) = penalty.take() {
-                    if is_failure(&pb, &resp) {
-                        pb.local_failure(&key);
-                    }
+                if let Some((pb, key)) = penalty.take()
+                    && is_failure(&pb, &resp)
+                {
+                    pb.local_failure(&key);
                 }
                 Poll::Ready(Ok(resp.map(ResponseBody::new)))
             }
@@ -186,10 +186,10 @@ pub(crate) fn append_headers(h: &mut http::HeaderMap, policy: HeaderValue, value
 
 pub(crate) fn is_failure<B>(pb: &PenaltyBox, resp: &Response<B>) -> bool {
     // Our own rejections are not failures of the client's credentials.
-    if let Some(r) = resp.extensions().get::<Rejection>() {
-        if r.code() == ReasonCode::RATE_LIMITED || r.code() == ReasonCode::BANNED {
-            return false;
-        }
+    if let Some(r) = resp.extensions().get::<Rejection>()
+        && (r.code() == ReasonCode::RATE_LIMITED || r.code() == ReasonCode::BANNED)
+    {
+        return false;
     }
     pb.is_failure(&FailureInfo {
         status: resp.status(),

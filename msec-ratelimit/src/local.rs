@@ -1,4 +1,4 @@
-//! The local backend: governor's GCRA over a [`BoundedMap`], timed by msec-core's [`Clock`].
+//! The local backend: governor's GCRA over a bounded map, timed by msec-core's clock.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -14,7 +14,7 @@ use crate::key::Key;
 use crate::quota::Quota;
 use crate::store::{BoundedMap, StoreStats};
 
-/// governor's clock trait over msec-core's [`Clock`]: governor instants are the clock's monotonic readings.
+/// governor's clock trait over msec-core's [`Clock`](msec_core::clock::Clock): governor instants are the clock's monotonic readings.
 #[derive(Debug, Clone)]
 pub struct ClockBridge(pub SharedClock);
 

@@ -390,7 +390,7 @@ impl RedisBackend {
             }
             return Ok(Decided::Banned(left));
         }
-        if v.len() % 3 != 0 || v.len() / 3 > plan.len() {
+        if !v.len().is_multiple_of(3) || v.len() / 3 > plan.len() {
             return Err(BackendError::Protocol);
         }
         let mut outs = Vec::with_capacity(v.len() / 3);
@@ -516,11 +516,11 @@ pub(crate) fn prepare<ReqBody, ResBody>(
     let inner = &*limiter.inner;
     let info = RequestInfo::new(&req, None);
     let ban_key = inner.penalty.as_ref().and_then(|p| p.key_spec().extract(&info));
-    if let Some(k) = &ban_key {
-        if let Some(left) = redis.cached_ban(k) {
-            metrics::counter!("msec_ratelimit_deny_cache_hits_total", "kind" => "ban").increment(1);
-            return Prepared::Answer(inner.banned_response(req.extensions(), req.headers(), k, left));
-        }
+    if let Some(k) = &ban_key
+        && let Some(left) = redis.cached_ban(k)
+    {
+        metrics::counter!("msec_ratelimit_deny_cache_hits_total", "kind" => "ban").increment(1);
+        return Prepared::Answer(inner.banned_response(req.extensions(), req.headers(), k, left));
     }
     let mut plan = Vec::new();
     let mut denied: Option<(usize, Key, RuleOutcome)> = None;
@@ -645,10 +645,10 @@ impl<ReqBody> Ask<ReqBody> {
                         }
                         FailurePolicy::FallbackLocal => {
                             via = Some("local_fallback");
-                            if let (Some(pb), Some(k)) = (&inner.penalty, &ban_key) {
-                                if let Some(left) = pb.local_banned_for(k) {
-                                    return Ok(inner.banned_response(req.extensions(), req.headers(), k, left));
-                                }
+                            if let (Some(pb), Some(k)) = (&inner.penalty, &ban_key)
+                                && let Some(left) = pb.local_banned_for(k)
+                            {
+                                return Ok(inner.banned_response(req.extensions(), req.headers(), k, left));
                             }
                             inner.check_local(&RequestInfo::new(&req, None))
                         }
@@ -668,17 +668,13 @@ impl<ReqBody> Ask<ReqBody> {
         if let Some((policy, value)) = pair {
             append_headers(resp.headers_mut(), policy, value);
         }
-        if let (Some(pb), Some(k)) = (&inner.penalty, &ban_key) {
-            if is_failure(pb, &resp) {
-                match pb.record_failure(k).await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        redis.note_failure(&e);
-                        if redis.policy == FailurePolicy::FallbackLocal {
-                            pb.local_failure(k);
-                        }
-                    }
-                }
+        if let (Some(pb), Some(k)) = (&inner.penalty, &ban_key)
+            && is_failure(pb, &resp)
+            && let Err(e) = pb.record_failure(k).await
+        {
+            redis.note_failure(&e);
+            if redis.policy == FailurePolicy::FallbackLocal {
+                pb.local_failure(k);
             }
         }
         Ok(resp.map(ResponseBody::new))

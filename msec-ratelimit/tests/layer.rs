@@ -291,7 +291,8 @@ async fn resolved_client_ip_feeds_the_limiter_and_the_context() {
         .rule(Rule::new("per-ip", Quota::per_hour(1)))
         .build()
         .unwrap();
-    let seen: Arc<std::sync::Mutex<Vec<(String, ClientAddrSource, Option<String>)>>> = Arc::default();
+    type Seen = Vec<(String, ClientAddrSource, Option<String>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
     let seen2 = seen.clone();
     let app = ServiceBuilder::new()
         .map_request(|mut r: Request<hyper::body::Incoming>| {
