@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 mod authz;
+mod crypto;
 
 use std::fmt::Write as _;
 
@@ -140,6 +141,7 @@ async fn main() -> Result<(), BoxError> {
     let mut tour = Tour::new();
     println!("msec tour: every request below goes over real HTTP on 127.0.0.1\n");
     authz::run(&mut tour).await?;
+    crypto::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
