@@ -33,6 +33,8 @@
 //! # Ok::<(), jsonwebtoken::errors::Error>(())
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
@@ -61,20 +63,28 @@ pub static RING_PROVIDER: CryptoProvider = CryptoProvider {
 pub enum ProviderStatus {
     /// This call installed [`RING_PROVIDER`] as jsonwebtoken's process default.
     Installed,
-    /// [`RING_PROVIDER`] was already the process default.
+    /// An earlier call of [`install_default`] installed [`RING_PROVIDER`].
     AlreadyInstalled,
-    /// Another provider is the process default (installed by someone else, or jsonwebtoken's built-in choice was
-    /// already made by an earlier `decode`). msec-authn is unaffected; `jsonwebtoken::decode` calls made by the
-    /// application use that other provider.
+    /// The process default was already set by something else: another provider installed by the application or
+    /// a library, jsonwebtoken's own feature-based choice made by an earlier `decode`, or `RING_PROVIDER`
+    /// installed directly through `CryptoProvider::install_default` (jsonwebtoken does not say which).
+    /// msec-authn is unaffected; the application's own `jsonwebtoken` calls use that provider.
     OtherProviderInstalled,
 }
+
+static INSTALLED_BY_US: AtomicBool = AtomicBool::new(false);
 
 /// Installs [`RING_PROVIDER`] as jsonwebtoken's process-wide default if none is installed yet. Idempotent,
 /// never panics. msec-authn itself does not need this (see the [module docs](self)).
 pub fn install_default() -> ProviderStatus {
+    // jsonwebtoken's `install_default` returns the provider it was given, not the one installed, on failure:
+    // remember our own success instead of comparing pointers.
     match RING_PROVIDER.install_default() {
-        Ok(()) => ProviderStatus::Installed,
-        Err(existing) if std::ptr::eq(existing, &RING_PROVIDER) => ProviderStatus::AlreadyInstalled,
+        Ok(()) => {
+            INSTALLED_BY_US.store(true, Ordering::Release);
+            ProviderStatus::Installed
+        }
+        Err(_) if INSTALLED_BY_US.load(Ordering::Acquire) => ProviderStatus::AlreadyInstalled,
         Err(_) => ProviderStatus::OtherProviderInstalled,
     }
 }
