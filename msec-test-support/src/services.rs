@@ -79,3 +79,16 @@ pub fn program(program: &str) -> bool {
         Err(e) => unavailable(program, &e.to_string()),
     }
 }
+
+/// True when `program args..` runs successfully (for programs without `--version`, e.g. `openssl version`);
+/// otherwise a notice (or a failure when services are required).
+pub fn program_with_args(program: &str, args: &[&str]) -> bool {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => unavailable(
+            program,
+            &format!("`{program} {}` exited with {}", args.join(" "), o.status),
+        ),
+        Err(e) => unavailable(program, &e.to_string()),
+    }
+}
