@@ -352,11 +352,15 @@ mod tests {
     fn chain_order() {
         let req = Request::new(());
         let head = RequestHead::from_request(&req);
-        let chain = AuthnChain::new().with(Fixed("a", || Attempt::Absent)).with(Fixed("b", ok));
+        let chain = AuthnChain::new()
+            .with(Fixed("a", || Attempt::Absent))
+            .with(Fixed("b", ok));
         assert!(matches!(chain.authenticate(&head), Attempt::Claimed(_)));
         let chain = AuthnChain::new().with(Fixed("a", declined)).with(Fixed("b", ok));
         assert!(matches!(chain.authenticate(&head), Attempt::Claimed(_)));
-        let chain = AuthnChain::new().with(Fixed("a", declined)).with(Fixed("b", || Attempt::Absent));
+        let chain = AuthnChain::new()
+            .with(Fixed("a", declined))
+            .with(Fixed("b", || Attempt::Absent));
         assert!(matches!(chain.authenticate(&head), Attempt::Declined(_)));
         assert!(matches!(AuthnChain::new().authenticate(&head), Attempt::Absent));
         assert_eq!(format!("{:?}", AuthnChain::new().with(Fixed("a", ok))), "[\"a\"]");

@@ -141,7 +141,9 @@ pub struct RingVerifier {
 impl std::fmt::Debug for RingVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key (an HMAC key is a secret).
-        f.debug_struct("RingVerifier").field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("RingVerifier")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -488,7 +490,8 @@ mod tests {
             let sig = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig64).unwrap();
             let v = (RING_PROVIDER.verifier_factory)(&alg_of(a), &decoding_key(&k)).unwrap();
             assert_eq!(v.algorithm(), alg_of(a));
-            v.verify(input.as_bytes(), &sig).unwrap_or_else(|_| panic!("{a:?} verifies"));
+            v.verify(input.as_bytes(), &sig)
+                .unwrap_or_else(|_| panic!("{a:?} verifies"));
             let mut bad = sig.clone();
             bad[3] ^= 1;
             assert!(v.verify(input.as_bytes(), &bad).is_err(), "{a:?} rejects a flipped bit");
@@ -548,7 +551,10 @@ mod tests {
     #[test]
     fn install_default_never_panics() {
         let first = install_default();
-        assert!(matches!(first, ProviderStatus::Installed | ProviderStatus::AlreadyInstalled));
+        assert!(matches!(
+            first,
+            ProviderStatus::Installed | ProviderStatus::AlreadyInstalled
+        ));
         assert_eq!(install_default(), ProviderStatus::AlreadyInstalled);
     }
 }

@@ -239,7 +239,9 @@ pub enum ConfigError {
     },
     /// A key URL is not HTTPS (plain HTTP is only allowed for loopback hosts, behind
     /// `danger_allow_http_for_loopback`).
-    #[error("`{0}` is not an https:// URL (plain HTTP is only allowed for loopback with danger_allow_http_for_loopback)")]
+    #[error(
+        "`{0}` is not an https:// URL (plain HTTP is only allowed for loopback with danger_allow_http_for_loopback)"
+    )]
     InsecureUrl(String),
     /// No issuer was configured.
     #[error("no issuer configured")]

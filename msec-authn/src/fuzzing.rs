@@ -17,12 +17,11 @@ pub const ISSUER: &str = "https://fuzz.example.com";
 /// a JWK set; `hmac` an HS256 secret (kid `hs`).
 pub fn validator(keys: serde_json::Value, hmac: &[u8]) -> JwtValidator {
     match JwtValidator::builder()
-        .issuer(
-            Issuer::new(ISSUER)
-                .audience("api")
-                .jwk_set(keys)
-                .hmac_secret(Some("hs"), Algorithm::HS256, SecretBytes::new(hmac.to_vec())),
-        )
+        .issuer(Issuer::new(ISSUER).audience("api").jwk_set(keys).hmac_secret(
+            Some("hs"),
+            Algorithm::HS256,
+            SecretBytes::new(hmac.to_vec()),
+        ))
         .build()
     {
         Ok(v) => v,

@@ -32,9 +32,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::authenticator::{
-    Attempt, Authenticated, AuthnFuture, AuthnResult, Authenticator, PostVerify, RequestHead,
-};
+use crate::authenticator::{Attempt, Authenticated, Authenticator, AuthnFuture, AuthnResult, PostVerify, RequestHead};
 use crate::error::{AuthnError, ConfigError, codes};
 use crate::jwt::{JwtAuthenticator, JwtValidator};
 
@@ -457,7 +455,10 @@ where
 }
 
 impl<S> Authn<S> {
-    fn answer<F, ReqBody, ResBody>(&self, resp: Response<ResponseBody<ResBody>>) -> ResponseFuture<F, S, ReqBody, ResBody> {
+    fn answer<F, ReqBody, ResBody>(
+        &self,
+        resp: Response<ResponseBody<ResBody>>,
+    ) -> ResponseFuture<F, S, ReqBody, ResBody> {
         ResponseFuture {
             state: State::Ready { resp: Some(resp) },
         }
@@ -474,7 +475,11 @@ impl<S> Authn<S> {
         }
     }
 
-    fn slow<ReqBody, ResBody>(&mut self, req: Request<ReqBody>, resume: Resume) -> ResponseFuture<S::Future, S, ReqBody, ResBody>
+    fn slow<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        resume: Resume,
+    ) -> ResponseFuture<S::Future, S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
         ReqBody: Send + 'static,

@@ -46,8 +46,8 @@ mod source;
 mod util;
 
 pub use authenticator::{
-    Attempt, Authenticated, AuthnChain, AuthnFuture, AuthnResult, Authenticator, PostVerify, PostVerifyFn,
-    RequestHead, post_verify_fn,
+    Attempt, Authenticated, Authenticator, AuthnChain, AuthnFuture, AuthnResult, PostVerify, PostVerifyFn, RequestHead,
+    post_verify_fn,
 };
 pub use error::{AuthnError, AuthnErrorKind, ConfigError, codes};
 pub use jwt::JwtAuthenticator;

@@ -71,7 +71,8 @@ impl TokenSource {
 
     /// The whole value of header `name`.
     pub fn header(name: &str) -> Result<Self, ConfigError> {
-        let name = HeaderName::try_from(name).map_err(|_| ConfigError::InvalidSource(format!("header name {name:?}")))?;
+        let name =
+            HeaderName::try_from(name).map_err(|_| ConfigError::InvalidSource(format!("header name {name:?}")))?;
         Ok(Self(Kind::Header { name, prefix: None }))
     }
 
@@ -120,7 +121,8 @@ fn bearer<'a>(head: &RequestHead<'a>) -> Extracted<'a> {
         return Extracted::None;
     };
     let bytes = v.as_bytes();
-    let is_bearer = bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer") && bytes.get(6).is_none_or(|b| *b == b' ');
+    let is_bearer =
+        bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer") && bytes.get(6).is_none_or(|b| *b == b' ');
     if !is_bearer {
         // Another scheme (Basic, DPoP, ...): not ours.
         return Extracted::None;
@@ -171,7 +173,9 @@ fn cookie<'a>(head: &RequestHead<'a>, name: &str) -> Extracted<'a> {
     for v in head.headers.get_all(COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
-            let Some((k, val)) = pair.trim().split_once('=') else { continue };
+            let Some((k, val)) = pair.trim().split_once('=') else {
+                continue;
+            };
             if k.trim() != name {
                 continue;
             }
@@ -180,10 +184,7 @@ fn cookie<'a>(head: &RequestHead<'a>, name: &str) -> Extracted<'a> {
                 return Extracted::Malformed("token cookie repeated");
             }
             let val = val.trim();
-            let val = val
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .unwrap_or(val);
+            let val = val.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(val);
             found = Some(val);
         }
     }
@@ -241,11 +242,18 @@ mod tests {
         assert!(ext(&b, |r| r.header("authorization", "Bearer ")).starts_with("malformed"));
         assert!(ext(&b, |r| r.header("authorization", "Bearer")).starts_with("malformed"));
         assert!(ext(&b, |r| r.header("authorization", "Bearer a b")).starts_with("malformed"));
-        assert!(ext(&b, |r| r.header("authorization", "Bearer a").header("authorization", "Bearer b"))
-            .starts_with("malformed"));
         assert!(
-            ext(&b, |r| r.header("authorization", http::HeaderValue::from_bytes(b"Bearer \xff").unwrap()))
-                .starts_with("malformed")
+            ext(&b, |r| r
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer b"))
+            .starts_with("malformed")
+        );
+        assert!(
+            ext(&b, |r| r.header(
+                "authorization",
+                http::HeaderValue::from_bytes(b"Bearer \xff").unwrap()
+            ))
+            .starts_with("malformed")
         );
     }
 
@@ -263,9 +271,18 @@ mod tests {
         assert!(ext(&c, |r| r.header("cookie", "at=1").header("cookie", "at=2")).starts_with("malformed"));
         let q = TokenSource::danger_query_parameter("access_token").unwrap();
         let req = Request::builder().uri("/ws?a=1&access_token=t0k").body(()).unwrap();
-        assert_eq!(q.extract(&RequestHead::from_request(&req)), Extracted::Found("t0k".into()));
-        let req = Request::builder().uri("/ws?access_token=a&access_token=b").body(()).unwrap();
-        assert!(matches!(q.extract(&RequestHead::from_request(&req)), Extracted::Malformed(_)));
+        assert_eq!(
+            q.extract(&RequestHead::from_request(&req)),
+            Extracted::Found("t0k".into())
+        );
+        let req = Request::builder()
+            .uri("/ws?access_token=a&access_token=b")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            q.extract(&RequestHead::from_request(&req)),
+            Extracted::Malformed(_)
+        ));
         assert!(TokenSource::cookie("a b").is_err());
         assert!(TokenSource::header("bad header").is_err());
         assert_eq!(format!("{q:?}"), "DangerQueryParameter(access_token)");

@@ -21,10 +21,15 @@ fn init() {
 fn valid_token(which: u8) -> String {
     static TOKENS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = TOKENS.get_or_init(|| {
-        [TestKey::rs256(), TestKey::es256(), TestKey::eddsa(), TestKey::hs256().with_kid("hs")]
-            .iter()
-            .map(|k| k.token().iss(fuzzing::ISSUER).aud("api").sub("alice").sign())
-            .collect()
+        [
+            TestKey::rs256(),
+            TestKey::es256(),
+            TestKey::eddsa(),
+            TestKey::hs256().with_kid("hs"),
+        ]
+        .iter()
+        .map(|k| k.token().iss(fuzzing::ISSUER).aud("api").sub("alice").sign())
+        .collect()
     });
     all[usize::from(which % 4)].clone()
 }
@@ -32,8 +37,7 @@ fn valid_token(which: u8) -> String {
 const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn segment() -> impl Strategy<Value = String> {
-    proptest::collection::vec(proptest::sample::select(B64URL), 0..200)
-        .prop_map(|v| String::from_utf8(v).unwrap())
+    proptest::collection::vec(proptest::sample::select(B64URL), 0..200).prop_map(|v| String::from_utf8(v).unwrap())
 }
 
 #[test]

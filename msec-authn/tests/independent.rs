@@ -36,7 +36,11 @@ async fn pyjwt_tokens_for_every_algorithm() {
         Algorithm::HS384,
         Algorithm::HS512,
     ];
-    let v = JwtValidator::builder().issuer(issuer.algorithms(all)).no_cache().build().unwrap();
+    let v = JwtValidator::builder()
+        .issuer(issuer.algorithms(all))
+        .no_cache()
+        .build()
+        .unwrap();
 
     let mut accepted = Vec::new();
     for t in doc["tokens"].as_array().unwrap() {
@@ -58,7 +62,9 @@ async fn pyjwt_tokens_for_every_algorithm() {
     }
     assert_eq!(
         accepted,
-        ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"]
+        [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"
+        ]
     );
 }
 

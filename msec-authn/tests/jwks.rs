@@ -23,7 +23,10 @@ fn validator(idp: &Idp, clock: &FakeClock) -> JwtValidator {
 }
 
 async fn kind(v: &JwtValidator, token: &str) -> Result<String, AuthnErrorKind> {
-    v.validate(token).await.map(|a| a.principal.subject.clone()).map_err(|e| e.kind())
+    v.validate(token)
+        .await
+        .map(|a| a.principal.subject.clone())
+        .map_err(|e| e.kind())
 }
 
 #[tokio::test]
@@ -103,7 +106,11 @@ async fn a_thousand_random_kids_cost_one_fetch_per_cooldown() {
         })
         .collect();
     let results = futures_util::future::join_all(tokens.iter().map(|t| v.validate(t))).await;
-    assert!(results.iter().all(|r| r.as_ref().err().map(|e| e.kind()) == Some(AuthnErrorKind::UnknownKid)));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().err().map(|e| e.kind()) == Some(AuthnErrorKind::UnknownKid))
+    );
     assert_eq!(idp.jwks_hits(), 2, "1 initial + at most 1 per cooldown");
 
     // Within the same cooldown: no fetch at all.
@@ -145,9 +152,15 @@ async fn idp_down_cached_keys_work_until_max_staleness_then_503() {
 
     // Beyond: 503 keys_unavailable (one retry per cooldown, failing).
     clock.advance(Duration::from_secs(100));
-    assert_eq!(kind(&v, &idp.token(&key, "c")).await, Err(AuthnErrorKind::KeysUnavailable));
+    assert_eq!(
+        kind(&v, &idp.token(&key, "c")).await,
+        Err(AuthnErrorKind::KeysUnavailable)
+    );
     let hits = idp.jwks_hits();
-    assert_eq!(kind(&v, &idp.token(&key, "d")).await, Err(AuthnErrorKind::KeysUnavailable));
+    assert_eq!(
+        kind(&v, &idp.token(&key, "d")).await,
+        Err(AuthnErrorKind::KeysUnavailable)
+    );
     assert_eq!(idp.jwks_hits(), hits, "no retry within the cooldown");
     assert!(!v.key_status()[0].available);
 
@@ -213,9 +226,16 @@ async fn etag_revalidation_keeps_keys_and_cached_tokens() {
 
     clock.advance(Duration::from_secs(61));
     assert_eq!(v.refresh_due_keys().await, 1);
-    assert_eq!(idp.state.not_modified.load(std::sync::atomic::Ordering::SeqCst), 1, "If-None-Match sent, 304 back");
+    assert_eq!(
+        idp.state.not_modified.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "If-None-Match sent, 304 back"
+    );
     let st = &v.key_status()[0];
-    assert_eq!((st.generation, st.etag.as_deref(), st.fresh), (1, Some(etag.as_str()), true));
+    assert_eq!(
+        (st.generation, st.etag.as_deref(), st.fresh),
+        (1, Some(etag.as_str()), true)
+    );
     let a = v.validate(&t).await.unwrap();
     assert!(a.cached, "a 304 keeps the cached verification");
 }
@@ -260,7 +280,16 @@ async fn discovery_must_name_the_configured_issuer_and_an_allowed_jwks_uri() {
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(err, StartError::Keys { error: KeyFetchError::IssuerMismatch { .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StartError::Keys {
+                error: KeyFetchError::IssuerMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     *idp.state.discovery_issuer.lock().unwrap() = None;
     *idp.state.discovery_jwks_uri.lock().unwrap() = Some("http://203.0.113.9/jwks".into());
@@ -270,7 +299,16 @@ async fn discovery_must_name_the_configured_issuer_and_an_allowed_jwks_uri() {
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(err, StartError::Keys { error: KeyFetchError::Insecure(_), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StartError::Keys {
+                error: KeyFetchError::Insecure(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(idp.jwks_hits(), 0);
 }
 
@@ -286,13 +324,29 @@ async fn startup_fail_fast_or_serve_503_until_keys_arrive() {
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(err, StartError::Keys { error: KeyFetchError::Status(503), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StartError::Keys {
+                error: KeyFetchError::Status(503),
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Lazy start: 503 until the IdP answers.
     let v = validator(&idp, &clock);
-    assert_eq!(kind(&v, &idp.token(&key, "a")).await, Err(AuthnErrorKind::KeysUnavailable));
+    assert_eq!(
+        kind(&v, &idp.token(&key, "a")).await,
+        Err(AuthnErrorKind::KeysUnavailable)
+    );
     idp.set_down(false);
-    assert_eq!(kind(&v, &idp.token(&key, "a")).await, Err(AuthnErrorKind::KeysUnavailable), "cooldown");
+    assert_eq!(
+        kind(&v, &idp.token(&key, "a")).await,
+        Err(AuthnErrorKind::KeysUnavailable),
+        "cooldown"
+    );
     clock.advance(Duration::from_secs(30));
     assert_eq!(kind(&v, &idp.token(&key, "a")).await, Ok("a".into()));
 }
@@ -301,12 +355,25 @@ async fn startup_fail_fast_or_serve_503_until_keys_arrive() {
 async fn responses_over_the_size_cap_are_refused() {
     let idp = Idp::start(vec![TestKey::rs256()]).await;
     let err = JwtValidator::builder()
-        .issuer(Issuer::new(idp.issuer()).audience("api").jwks_url(format!("{}/big", idp.base)))
+        .issuer(
+            Issuer::new(idp.issuer())
+                .audience("api")
+                .jwks_url(format!("{}/big", idp.base)),
+        )
         .http(loopback_http().max_response_bytes(64 * 1024))
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(err, StartError::Keys { error: KeyFetchError::TooLarge(65536), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StartError::Keys {
+                error: KeyFetchError::TooLarge(65536),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -323,12 +390,25 @@ async fn fetch_timeouts_apply() {
     });
     let started = std::time::Instant::now();
     let err = JwtValidator::builder()
-        .issuer(Issuer::new("https://id").audience("api").jwks_url(format!("http://{addr}/jwks")))
+        .issuer(
+            Issuer::new("https://id")
+                .audience("api")
+                .jwks_url(format!("http://{addr}/jwks")),
+        )
         .http(loopback_http().timeout(Duration::from_millis(300)))
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(err, StartError::Keys { error: KeyFetchError::Transport(_), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StartError::Keys {
+                error: KeyFetchError::Transport(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -341,9 +421,15 @@ fn plain_http_needs_the_danger_option_and_loopback() {
             .build()
             .map(|_| ())
     };
-    assert!(matches!(b("http://127.0.0.1:1/jwks", HttpConfig::new()), Err(ConfigError::InsecureUrl(_))));
+    assert!(matches!(
+        b("http://127.0.0.1:1/jwks", HttpConfig::new()),
+        Err(ConfigError::InsecureUrl(_))
+    ));
     assert!(b("http://127.0.0.1:1/jwks", loopback_http()).is_ok());
-    assert!(matches!(b("http://10.1.2.3/jwks", loopback_http()), Err(ConfigError::InsecureUrl(_))));
+    assert!(matches!(
+        b("http://10.1.2.3/jwks", loopback_http()),
+        Err(ConfigError::InsecureUrl(_))
+    ));
     assert!(b("https://id.example.com/jwks", HttpConfig::new()).is_ok());
     // Discovery of a plain-HTTP issuer is refused the same way.
     let d = JwtValidator::builder()
@@ -373,16 +459,24 @@ async fn jwks_over_https_with_a_private_ca() {
     let (listener, addr) = msec_test_support::net::listener().await;
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let doc = doc.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let svc = hyper::service::service_fn(move |_req| {
                     let doc = doc.clone();
-                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(doc)))) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(doc),
+                        )))
+                    }
                 });
-                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), svc).await;
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
             });
         }
     });
@@ -402,7 +496,16 @@ async fn jwks_over_https_with_a_private_ca() {
         .build_and_fetch()
         .await
         .unwrap_err();
-    assert!(matches!(untrusted, StartError::Keys { error: KeyFetchError::Transport(_), .. }), "{untrusted}");
+    assert!(
+        matches!(
+            untrusted,
+            StartError::Keys {
+                error: KeyFetchError::Transport(_),
+                ..
+            }
+        ),
+        "{untrusted}"
+    );
 }
 
 #[tokio::test]
@@ -413,7 +516,12 @@ async fn several_issuers_verify_only_with_their_own_keys() {
     let b = Idp::start(vec![b_key.clone()]).await;
     let v = JwtValidator::builder()
         .issuer(Issuer::new(a.issuer()).audience("api").jwks_url(a.jwks_url()))
-        .issuer(Issuer::new(b.issuer()).audience("api").jwks_url(b.jwks_url()).algorithms([jsonwebtoken::Algorithm::ES256]))
+        .issuer(
+            Issuer::new(b.issuer())
+                .audience("api")
+                .jwks_url(b.jwks_url())
+                .algorithms([jsonwebtoken::Algorithm::ES256]),
+        )
         .http(loopback_http())
         .build_and_fetch()
         .await

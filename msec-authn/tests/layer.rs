@@ -12,8 +12,8 @@ use common::{anonymous, bearer, call};
 use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use msec_authn::jwt::{ClaimMapping, Issuer, JwtValidator};
 use msec_authn::{
-    Attempt, Authenticated, AuthnChain, AuthnError, AuthnErrorKind, AuthnFuture, AuthnLayer, AuthnMode,
-    Authenticator, JwtAuthenticator, PostVerify, RequestHead, TokenSource, post_verify_fn,
+    Attempt, Authenticated, Authenticator, AuthnChain, AuthnError, AuthnErrorKind, AuthnFuture, AuthnLayer, AuthnMode,
+    JwtAuthenticator, PostVerify, RequestHead, TokenSource, post_verify_fn,
 };
 use msec_core::{AuthMethod, Outcome, Principal, PrincipalKind};
 use msec_test_support::TestKey;
@@ -34,7 +34,13 @@ fn validator() -> JwtValidator {
 }
 
 fn token(sub: &str) -> String {
-    TestKey::es256().token().iss(ISS).aud("api").sub(sub).scope("orders:read").sign()
+    TestKey::es256()
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub(sub)
+        .scope("orders:read")
+        .sign()
 }
 
 #[tokio::test]
@@ -57,7 +63,13 @@ async fn valid_token_reaches_the_service_with_a_principal_and_a_decision() {
     assert!(p.has_scope("orders:write") && p.has_role("admin"));
     assert_eq!(p.kind, PrincipalKind::User);
     assert_eq!(p.token_id.as_deref(), Some("j-1"));
-    assert_eq!(p.auth, AuthMethod::Jwt { alg: "RS256".into(), kid: Some("rsa-1".into()) });
+    assert_eq!(
+        p.auth,
+        AuthMethod::Jwt {
+            alg: "RS256".into(),
+            kid: Some("rsa-1".into())
+        }
+    );
     let d = a.authn_decision();
     assert_eq!((d.outcome, d.code.as_str()), (Outcome::Allow, "authenticated"));
     assert_eq!(d.get_detail("alg"), Some("RS256"));
@@ -77,7 +89,11 @@ async fn missing_malformed_invalid_and_unavailable_answers() {
 
     let a = call(&layer, anonymous("/v1/orders/7")).await;
     assert_eq!(a.status, 401);
-    assert_eq!(a.www_authenticate(), "Bearer realm=\"api\"", "no error attribute without credentials");
+    assert_eq!(
+        a.www_authenticate(),
+        "Bearer realm=\"api\"",
+        "no error attribute without credentials"
+    );
     assert_eq!(a.headers["content-type"], "application/problem+json");
     let j = a.json();
     assert_eq!(j["code"], "missing_credentials");
@@ -108,10 +124,20 @@ async fn missing_malformed_invalid_and_unavailable_answers() {
         "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token has expired\""
     );
     assert_eq!(a.json()["detail"], "the access token has expired");
-    assert!(a.authn_decision().get_detail("detail").unwrap().contains("1000000000"), "details stay internal");
-    assert!(!String::from_utf8_lossy(&a.body).contains("1000000000"), "and never reach the client");
+    assert!(
+        a.authn_decision().get_detail("detail").unwrap().contains("1000000000"),
+        "details stay internal"
+    );
+    assert!(
+        !String::from_utf8_lossy(&a.body).contains("1000000000"),
+        "and never reach the client"
+    );
 
-    let a = call(&layer, bearer(&TestKey::es256().token().iss(ISS).aud("other").sub("x").sign())).await;
+    let a = call(
+        &layer,
+        bearer(&TestKey::es256().token().iss(ISS).aud("other").sub("x").sign()),
+    )
+    .await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (401, "audience_mismatch"));
 
     // Keys that cannot be fetched: 503 with Retry-After, no challenge.
@@ -137,7 +163,13 @@ async fn optional_mode_and_route_modes() {
     assert_eq!((a.status.as_u16(), &a.body[..]), (200, &b"bob"[..]));
     let a = call(&layer, bearer("garbage.garbage.garbage")).await;
     assert_eq!(a.status, 400, "a bad token is refused even in optional mode");
-    let expired = TestKey::es256().token().iss(ISS).aud("api").sub("x").claim("exp", 1).sign();
+    let expired = TestKey::es256()
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub("x")
+        .claim("exp", 1)
+        .sign();
     assert_eq!(call(&layer, bearer(&expired)).await.status, 401);
 
     let layer = AuthnLayer::jwt(validator())
@@ -146,14 +178,19 @@ async fn optional_mode_and_route_modes() {
         .route_mode(["/public/{*rest}"], AuthnMode::Optional)
         .unwrap();
     let mut req = anonymous("/healthz");
-    req.headers_mut().insert("authorization", "Bearer broken".parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", "Bearer broken".parse().unwrap());
     let a = call(&layer, req).await;
     assert_eq!(a.status, 200, "skipped routes do not look at credentials");
     assert!(a.decisions.iter().all(|d| d.layer != "authn"));
     assert_eq!(call(&layer, anonymous("/public/logo.png")).await.status, 200);
     assert_eq!(call(&layer, anonymous("/v1/orders/7")).await.status, 401);
     assert_eq!(call(&layer, anonymous("/healthz/deep")).await.status, 401);
-    assert!(AuthnLayer::jwt(validator()).route_mode(["GET no-slash"], AuthnMode::Skip).is_err());
+    assert!(
+        AuthnLayer::jwt(validator())
+            .route_mode(["GET no-slash"], AuthnMode::Skip)
+            .is_err()
+    );
 }
 
 struct Revoked(Arc<AtomicUsize>);
@@ -193,7 +230,13 @@ async fn hooks_run_on_every_request_cached_or_not() {
     assert_eq!(a.authn_decision().get_detail("cached"), Some("true"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
-    let revoked = TestKey::es256().token().iss(ISS).aud("api").sub("a").jti("revoked").sign();
+    let revoked = TestKey::es256()
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub("a")
+        .jti("revoked")
+        .sign();
     for _ in 0..2 {
         let a = call(&layer, bearer(&revoked)).await;
         assert_eq!((a.status.as_u16(), a.code().as_str()), (401, "invalid_claim"));
@@ -227,7 +270,10 @@ impl Authenticator for ApiKeys {
                 .build();
             Attempt::Claimed(AuthnFuture::ready(Ok(Authenticated::new(Arc::new(p)))))
         } else {
-            Attempt::Claimed(AuthnFuture::ready(Err(AuthnError::new(AuthnErrorKind::BadSignature, "unknown key"))))
+            Attempt::Claimed(AuthnFuture::ready(Err(AuthnError::new(
+                AuthnErrorKind::BadSignature,
+                "unknown key",
+            ))))
         }
     }
 }
@@ -238,7 +284,10 @@ async fn a_chain_lets_other_credential_kinds_claim_what_jwt_declines() {
     let a = call(&layer, bearer("msk_good")).await;
     assert_eq!((a.status.as_u16(), &a.body[..]), (200, &b"svc-a"[..]));
     let d = a.authn_decision();
-    assert_eq!((d.get_detail("method"), d.get_detail("key_id")), (Some("api_key"), Some("k1")));
+    assert_eq!(
+        (d.get_detail("method"), d.get_detail("key_id")),
+        (Some("api_key"), Some("k1"))
+    );
     assert_eq!(call(&layer, bearer("msk_bad")).await.status, 401);
     assert_eq!(call(&layer, bearer(&token("jwt-user"))).await.body, "jwt-user");
     let a = call(&layer, bearer("neither")).await;
@@ -253,14 +302,20 @@ async fn custom_header_and_cookie_sources() {
         .unwrap();
     let layer = AuthnLayer::new(authn);
     let mut req = anonymous("/x");
-    req.headers_mut().insert("x-token", format!("JWT {}", token("h")).parse().unwrap());
+    req.headers_mut()
+        .insert("x-token", format!("JWT {}", token("h")).parse().unwrap());
     assert_eq!(call(&layer, req).await.body, "h");
     let mut req = anonymous("/x");
-    req.headers_mut().insert("cookie", format!("theme=dark; at={}", token("c")).parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("theme=dark; at={}", token("c")).parse().unwrap());
     assert_eq!(call(&layer, req).await.body, "c");
     // Bearer is not among the sources any more.
     assert_eq!(call(&layer, bearer(&token("b"))).await.status, 401);
-    let q = AuthnLayer::new(JwtAuthenticator::new(validator()).danger_query_parameter("access_token").unwrap());
+    let q = AuthnLayer::new(
+        JwtAuthenticator::new(validator())
+            .danger_query_parameter("access_token")
+            .unwrap(),
+    );
     let req = http::Request::get(format!("/ws?access_token={}", token("q")))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
@@ -296,7 +351,11 @@ mod grpc {
     #[tonic::async_trait]
     impl Echo for EchoImpl {
         async fn say(&self, req: tonic::Request<SayRequest>) -> Result<tonic::Response<SayReply>, tonic::Status> {
-            let subject = req.extensions().get::<Arc<Principal>>().map(|p| p.subject.clone()).unwrap_or_default();
+            let subject = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map(|p| p.subject.clone())
+                .unwrap_or_default();
             Ok(tonic::Response::new(SayReply {
                 message: req.into_inner().message,
                 subject,
@@ -322,7 +381,11 @@ mod grpc {
             }
             r
         };
-        let reply = client.say(req(Some(format!("Bearer {}", token("grpc-user"))))).await.unwrap().into_inner();
+        let reply = client
+            .say(req(Some(format!("Bearer {}", token("grpc-user")))))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!((reply.message.as_str(), reply.subject.as_str()), ("hi", "grpc-user"));
 
         let st = client.say(req(None)).await.unwrap_err();
@@ -330,7 +393,13 @@ mod grpc {
         assert_eq!(st.message(), "missing_credentials: authentication is required");
         assert_eq!(st.metadata().get("www-authenticate").unwrap(), "Bearer realm=\"echo\"");
 
-        let expired = TestKey::es256().token().iss(ISS).aud("api").sub("x").claim("exp", 5).sign();
+        let expired = TestKey::es256()
+            .token()
+            .iss(ISS)
+            .aud("api")
+            .sub("x")
+            .claim("exp", 5)
+            .sign();
         let st = client.say(req(Some(format!("bearer {expired}")))).await.unwrap_err();
         assert_eq!(st.code(), tonic::Code::Unauthenticated);
         assert_eq!(st.message(), "token_expired: the access token has expired");
@@ -339,7 +408,11 @@ mod grpc {
         assert_eq!(st.code(), tonic::Code::InvalidArgument);
 
         // The connection keeps working after rejections.
-        let reply = client.say(req(Some(format!("Bearer {}", token("again"))))).await.unwrap().into_inner();
+        let reply = client
+            .say(req(Some(format!("Bearer {}", token("again")))))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(reply.subject, "again");
     }
 }
@@ -351,7 +424,10 @@ async fn axum_over_real_http_with_the_principal_extractor() {
     use http_body_util::BodyExt;
 
     let app = Router::new()
-        .route("/me", get(|p: Principal| async move { format!("{} {:?}", p.subject, p.scopes) }))
+        .route(
+            "/me",
+            get(|p: Principal| async move { format!("{} {:?}", p.subject, p.scopes) }),
+        )
         .layer(AuthnLayer::jwt(validator()).realm("axum"));
     let (listener, addr) = msec_test_support::net::listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await });

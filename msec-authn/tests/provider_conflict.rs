@@ -23,7 +23,11 @@ fn msec_verifies_with_ring_whatever_provider_is_installed() {
 
     let key = TestKey::es256();
     let v = JwtValidator::builder()
-        .issuer(Issuer::new("https://id").audience("api").jwk_set(msec_test_support::keys::jwks(&[&key])))
+        .issuer(
+            Issuer::new("https://id")
+                .audience("api")
+                .jwk_set(msec_test_support::keys::jwks(&[&key])),
+        )
         .build()
         .unwrap();
     let t = key.token().iss("https://id").aud("api").sub("a").sign();

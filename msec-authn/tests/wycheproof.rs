@@ -6,16 +6,16 @@
 //! them the test prints a notice and skips, or fails under `MSEC_REQUIRE_SERVICES=1`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use msec_authn::crypto::RING_PROVIDER;
 use serde_json::Value;
 
 fn dir() -> Option<PathBuf> {
-    let d = std::env::var_os("WYCHEPROOF_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wycheproof")
-    });
+    let d = std::env::var_os("WYCHEPROOF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wycheproof"));
     if d.join("ed25519_test.json").is_file() {
         Some(d)
     } else {
@@ -25,7 +25,10 @@ fn dir() -> Option<PathBuf> {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[derive(Default, Debug)]
@@ -37,7 +40,9 @@ struct Tally {
 }
 
 /// Runs every test of `file`, building the key of each group with `key`.
-fn run(dir: &PathBuf, file: &str, alg: Algorithm, sha: &str, key: &dyn Fn(&Value) -> Vec<DecodingKey>) -> Tally {
+type KeyOf = dyn Fn(&Value) -> Vec<DecodingKey>;
+
+fn run(dir: &Path, file: &str, alg: Algorithm, sha: &str, key: &KeyOf) -> Tally {
     let doc: Value = serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap();
     let mut t = Tally::default();
     let mut failures = Vec::new();
@@ -101,17 +106,62 @@ fn rsa_key(group: &Value) -> Vec<DecodingKey> {
 #[test]
 fn wycheproof_vectors_through_the_ring_provider() {
     let Some(d) = dir() else { return };
-    let cases: [(&str, Algorithm, &str, &dyn Fn(&Value) -> Vec<DecodingKey>); 10] = [
-        ("ecdsa_secp256r1_sha256_p1363_test.json", Algorithm::ES256, "SHA-256", &ec_key),
-        ("ecdsa_secp384r1_sha384_p1363_test.json", Algorithm::ES384, "SHA-384", &ec_key),
+    let cases: [(&str, Algorithm, &str, &KeyOf); 10] = [
+        (
+            "ecdsa_secp256r1_sha256_p1363_test.json",
+            Algorithm::ES256,
+            "SHA-256",
+            &ec_key,
+        ),
+        (
+            "ecdsa_secp384r1_sha384_p1363_test.json",
+            Algorithm::ES384,
+            "SHA-384",
+            &ec_key,
+        ),
         ("ed25519_test.json", Algorithm::EdDSA, "", &ed_key),
-        ("rsa_signature_2048_sha256_test.json", Algorithm::RS256, "SHA-256", &rsa_key),
-        ("rsa_signature_2048_sha384_test.json", Algorithm::RS384, "SHA-384", &rsa_key),
-        ("rsa_signature_2048_sha512_test.json", Algorithm::RS512, "SHA-512", &rsa_key),
-        ("rsa_signature_3072_sha256_test.json", Algorithm::RS256, "SHA-256", &rsa_key),
-        ("rsa_signature_4096_sha256_test.json", Algorithm::RS256, "SHA-256", &rsa_key),
-        ("rsa_pss_2048_sha256_mgf1_32_test.json", Algorithm::PS256, "SHA-256", &rsa_key),
-        ("rsa_pss_2048_sha384_mgf1_48_test.json", Algorithm::PS384, "SHA-384", &rsa_key),
+        (
+            "rsa_signature_2048_sha256_test.json",
+            Algorithm::RS256,
+            "SHA-256",
+            &rsa_key,
+        ),
+        (
+            "rsa_signature_2048_sha384_test.json",
+            Algorithm::RS384,
+            "SHA-384",
+            &rsa_key,
+        ),
+        (
+            "rsa_signature_2048_sha512_test.json",
+            Algorithm::RS512,
+            "SHA-512",
+            &rsa_key,
+        ),
+        (
+            "rsa_signature_3072_sha256_test.json",
+            Algorithm::RS256,
+            "SHA-256",
+            &rsa_key,
+        ),
+        (
+            "rsa_signature_4096_sha256_test.json",
+            Algorithm::RS256,
+            "SHA-256",
+            &rsa_key,
+        ),
+        (
+            "rsa_pss_2048_sha256_mgf1_32_test.json",
+            Algorithm::PS256,
+            "SHA-256",
+            &rsa_key,
+        ),
+        (
+            "rsa_pss_2048_sha384_mgf1_48_test.json",
+            Algorithm::PS384,
+            "SHA-384",
+            &rsa_key,
+        ),
     ];
     let mut total = 0;
     for (file, alg, sha, key) in cases {
@@ -119,7 +169,13 @@ fn wycheproof_vectors_through_the_ring_provider() {
         total += t.valid + t.invalid + t.acceptable_accepted + t.acceptable_refused;
         println!("{file}: {t:?}");
     }
-    let t = run(&d, "rsa_pss_4096_sha512_mgf1_64_test.json", Algorithm::PS512, "SHA-512", &rsa_key);
+    let t = run(
+        &d,
+        "rsa_pss_4096_sha512_mgf1_64_test.json",
+        Algorithm::PS512,
+        "SHA-512",
+        &rsa_key,
+    );
     total += t.valid + t.invalid;
     assert!(total > 3000, "{total} vector checks");
 }

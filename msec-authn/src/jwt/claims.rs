@@ -28,11 +28,9 @@ pub enum TypPolicy {
 
 impl TypPolicy {
     pub(crate) fn accepts(&self, typ: Option<&str>) -> bool {
-        let norm = typ.map(|t| {
-            match (t.get(..12), t.get(12..)) {
-                (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
-                _ => t,
-            }
+        let norm = typ.map(|t| match (t.get(..12), t.get(12..)) {
+            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
+            _ => t,
         });
         match (self, norm) {
             (Self::Any, _) => true,
@@ -59,7 +57,10 @@ pub(crate) struct ClaimRules {
 }
 
 fn invalid(claim: &str) -> AuthnError {
-    AuthnError::new(AuthnErrorKind::InvalidClaim, format!("`{claim}` has the wrong JSON type"))
+    AuthnError::new(
+        AuthnErrorKind::InvalidClaim,
+        format!("`{claim}` has the wrong JSON type"),
+    )
 }
 
 fn missing(claim: &str) -> AuthnError {
@@ -223,16 +224,25 @@ mod tests {
         assert_eq!(check(&r, json!({"aud":"api","exp":2000.9})), Ok(Some(2000)));
         assert_eq!(check(&r, json!({"aud":"api","exp":f64::INFINITY})), Err(InvalidClaim));
         assert_eq!(check(&r, json!({"aud":"api"})), Err(MissingClaim));
-        assert_eq!(check(&r, json!({"aud":"api","exp":2000,"nbf":1061})), Err(TokenNotYetValid));
+        assert_eq!(
+            check(&r, json!({"aud":"api","exp":2000,"nbf":1061})),
+            Err(TokenNotYetValid)
+        );
         assert_eq!(check(&r, json!({"aud":"api","exp":2000,"nbf":1060})), Ok(Some(2000)));
         assert_eq!(check(&r, json!({"aud":"api","exp":2000,"nbf":"0"})), Err(InvalidClaim));
-        assert_eq!(check(&r, json!({"aud":"api","exp":2000,"iat":1061})), Err(TokenNotYetValid));
+        assert_eq!(
+            check(&r, json!({"aud":"api","exp":2000,"iat":1061})),
+            Err(TokenNotYetValid)
+        );
         assert_eq!(check(&r, json!({"aud":"api","exp":2000,"iat":[1]})), Err(InvalidClaim));
         assert_eq!(check(&r, json!({"aud":"api","exp":u64::MAX})), Ok(Some(i64::MAX)));
         let mut r2 = rules();
         r2.max_lifetime = Some(300);
         assert_eq!(check(&r2, json!({"aud":"api","exp":1300,"iat":1000})), Ok(Some(1300)));
-        assert_eq!(check(&r2, json!({"aud":"api","exp":1400,"iat":1000})), Err(TokenLifetimeTooLong));
+        assert_eq!(
+            check(&r2, json!({"aud":"api","exp":1400,"iat":1000})),
+            Err(TokenLifetimeTooLong)
+        );
         assert_eq!(check(&r2, json!({"aud":"api","exp":9000})), Err(TokenLifetimeTooLong));
     }
 
@@ -251,9 +261,15 @@ mod tests {
         let mut r2 = rules();
         r2.required = vec!["tenant".into()];
         assert_eq!(check(&r2, json!({"aud":"api","exp":2000})), Err(MissingClaim));
-        assert_eq!(check(&r2, json!({"aud":"api","exp":2000,"tenant":null})), Err(MissingClaim));
+        assert_eq!(
+            check(&r2, json!({"aud":"api","exp":2000,"tenant":null})),
+            Err(MissingClaim)
+        );
         assert_eq!(check(&r2, json!({"aud":"api","exp":2000,"tenant":"t"})), Ok(Some(2000)));
-        assert_eq!(check(&r2, json!({"aud":"api","exp":2000,"tenant":"t","jti":null})), Err(InvalidClaim));
+        assert_eq!(
+            check(&r2, json!({"aud":"api","exp":2000,"tenant":"t","jti":null})),
+            Err(InvalidClaim)
+        );
         let mut any = rules();
         any.any_audience = true;
         assert_eq!(check(&any, json!({"exp":2000})), Ok(Some(2000)));

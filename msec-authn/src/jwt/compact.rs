@@ -5,8 +5,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{AuthnError, AuthnErrorKind};
@@ -96,7 +96,9 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Compact<'_>, AuthnErr
             dots[n] = i;
             n += 1;
         } else if !is_b64url(b) {
-            return Err(malformed("a character outside base64url (padding, whitespace, non-ASCII?)"));
+            return Err(malformed(
+                "a character outside base64url (padding, whitespace, non-ASCII?)",
+            ));
         }
     }
     if n != 2 {
@@ -123,7 +125,10 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Compact<'_>, AuthnErr
         return Err(AuthnError::new(AuthnErrorKind::AlgNotAllowed, detail));
     };
     if raw.crit.0 {
-        return Err(AuthnError::new(AuthnErrorKind::UnsupportedCrit, "header lists `crit` parameters"));
+        return Err(AuthnError::new(
+            AuthnErrorKind::UnsupportedCrit,
+            "header lists `crit` parameters",
+        ));
     }
     let kid = match raw.kid {
         Some(k) if k.is_empty() || k.len() > MAX_KID_LEN => {
@@ -136,11 +141,7 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Compact<'_>, AuthnErr
     };
     Ok(Compact {
         signing_input: &token[..dots[1]],
-        header: Header {
-            alg,
-            kid,
-            typ: raw.typ,
-        },
+        header: Header { alg, kid, typ: raw.typ },
         payload: p,
         signature: s,
     })
@@ -207,7 +208,11 @@ mod tests {
 
     #[test]
     fn accepts_a_plain_header() {
-        let t = tok(r#"{"alg":"ES256","kid":"k1","typ":"JWT","x5t":"ignored"}"#, "{}", "c2ln");
+        let t = tok(
+            r#"{"alg":"ES256","kid":"k1","typ":"JWT","x5t":"ignored"}"#,
+            "{}",
+            "c2ln",
+        );
         let c = split(&t, 8192).unwrap();
         assert_eq!(c.header.alg, Algorithm::ES256);
         assert_eq!(c.header.kid.as_deref(), Some("k1"));
@@ -219,18 +224,48 @@ mod tests {
     fn refusals() {
         use AuthnErrorKind::*;
         let ok_payload = "{}";
-        assert_eq!(kind(split(&tok(r#"{"alg":"none"}"#, ok_payload, ""), 8192)), AlgNotAllowed);
-        assert_eq!(kind(split(&tok(r#"{"alg":"nOnE"}"#, ok_payload, ""), 8192)), AlgNotAllowed);
-        assert_eq!(kind(split(&tok(r#"{"alg":"HS1"}"#, ok_payload, "x"), 8192)), AlgNotAllowed);
-        assert_eq!(kind(split(&tok(r#"{"alg":"rs256"}"#, ok_payload, "x"), 8192)), AlgNotAllowed);
-        assert_eq!(kind(split(&tok(r#"{"typ":"JWT"}"#, ok_payload, "x"), 8192)), MalformedToken);
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"none"}"#, ok_payload, ""), 8192)),
+            AlgNotAllowed
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"nOnE"}"#, ok_payload, ""), 8192)),
+            AlgNotAllowed
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"HS1"}"#, ok_payload, "x"), 8192)),
+            AlgNotAllowed
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"rs256"}"#, ok_payload, "x"), 8192)),
+            AlgNotAllowed
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"typ":"JWT"}"#, ok_payload, "x"), 8192)),
+            MalformedToken
+        );
         assert_eq!(kind(split(&tok(r#"{"alg":5}"#, ok_payload, "x"), 8192)), MalformedToken);
-        assert_eq!(kind(split(&tok(r#"{"alg":"RS256","alg":"none"}"#, ok_payload, "x"), 8192)), MalformedToken);
-        assert_eq!(kind(split(&tok(r#"{"alg":"RS256","crit":["exp"]}"#, ok_payload, "x"), 8192)), UnsupportedCrit);
-        assert_eq!(kind(split(&tok(r#"{"alg":"RS256","crit":null}"#, ok_payload, "x"), 8192)), UnsupportedCrit);
-        assert_eq!(kind(split(&tok(r#"{"alg":"RS256","enc":"A128GCM"}"#, ok_payload, "x"), 8192)), MalformedToken);
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"RS256","alg":"none"}"#, ok_payload, "x"), 8192)),
+            MalformedToken
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"RS256","crit":["exp"]}"#, ok_payload, "x"), 8192)),
+            UnsupportedCrit
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"RS256","crit":null}"#, ok_payload, "x"), 8192)),
+            UnsupportedCrit
+        );
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"RS256","enc":"A128GCM"}"#, ok_payload, "x"), 8192)),
+            MalformedToken
+        );
         assert_eq!(kind(split(&tok(r#"[1]"#, ok_payload, "x"), 8192)), MalformedToken);
-        assert_eq!(kind(split(&tok(r#"{"alg":"RS256"}"#, ok_payload, "x"), 10)), TokenTooLarge);
+        assert_eq!(
+            kind(split(&tok(r#"{"alg":"RS256"}"#, ok_payload, "x"), 10)),
+            TokenTooLarge
+        );
         assert_eq!(kind(split("a.b", 8192)), MalformedToken);
         assert_eq!(kind(split("a.b.c.d", 8192)), MalformedToken);
         assert_eq!(kind(split(".b.c", 8192)), MalformedToken);

@@ -123,7 +123,10 @@ impl ClaimMapping {
         for path in &self.roles {
             match claim_path(&claims, path) {
                 Some(Value::String(r)) => push_unique(&mut roles, r),
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).for_each(|r| push_unique(&mut roles, r)),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .for_each(|r| push_unique(&mut roles, r)),
                 _ => {}
             }
         }
@@ -145,7 +148,12 @@ impl ClaimMapping {
                 alg: alg_name(alg).to_owned(),
                 kid: kid.map(str::to_owned),
             });
-        if let Some(t) = self.tenant.as_deref().and_then(|p| claim_path(&claims, p)).and_then(Value::as_str) {
+        if let Some(t) = self
+            .tenant
+            .as_deref()
+            .and_then(|p| claim_path(&claims, p))
+            .and_then(Value::as_str)
+        {
             b = b.tenant(t);
         }
         if let Some(c) = client_id {
@@ -199,7 +207,9 @@ mod tests {
 
     #[test]
     fn maps_a_user_token() {
-        let m = ClaimMapping::new().roles_claims(["realm_access.roles", "groups"]).tenant_claim("tid");
+        let m = ClaimMapping::new()
+            .roles_claims(["realm_access.roles", "groups"])
+            .tenant_claim("tid");
         let p = m
             .principal(
                 "https://id",
@@ -238,10 +248,18 @@ mod tests {
             .unwrap();
         assert_eq!((p.subject.as_str(), p.kind), ("svc", PrincipalKind::Service));
         let p = m
-            .principal("i", Algorithm::ES256, None, None, map(json!({"sub": "x", "gty": "client-credentials"})))
+            .principal(
+                "i",
+                Algorithm::ES256,
+                None,
+                None,
+                map(json!({"sub": "x", "gty": "client-credentials"})),
+            )
             .unwrap();
         assert_eq!(p.kind, PrincipalKind::Service);
-        let e = m.principal("i", Algorithm::ES256, None, None, map(json!({"scope": "a"}))).unwrap_err();
+        let e = m
+            .principal("i", Algorithm::ES256, None, None, map(json!({"scope": "a"})))
+            .unwrap_err();
         assert_eq!(e.kind(), AuthnErrorKind::MissingClaim);
         let e = m
             .principal("i", Algorithm::ES256, None, None, map(json!({"sub": "a", "scope": 5})))

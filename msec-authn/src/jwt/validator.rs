@@ -70,7 +70,10 @@ pub struct JwtValidator {
 impl fmt::Debug for JwtValidator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtValidator")
-            .field("issuers", &self.inner.issuers.iter().map(|i| &*i.name).collect::<Vec<_>>())
+            .field(
+                "issuers",
+                &self.inner.issuers.iter().map(|i| &*i.name).collect::<Vec<_>>(),
+            )
             .field("max_token_bytes", &self.inner.max_token_bytes)
             .field("cache", &self.inner.cache)
             .finish()
@@ -216,7 +219,15 @@ impl JwtValidatorBuilder {
                 rsa_default_alg: iss.rsa_default_alg,
                 max_keys: iss.max_keys.max(1),
             };
-            let mut store = key_store(&iss, &name, rules, fetcher.as_ref(), &self.http, self.refresh, &self.clock)?;
+            let mut store = key_store(
+                &iss,
+                &name,
+                rules,
+                fetcher.as_ref(),
+                &self.http,
+                self.refresh,
+                &self.clock,
+            )?;
             if let Some(c) = &cache {
                 let c = Arc::clone(c);
                 store.set_removed_hook(Arc::new(move |ids: &[u64]| c.purge_keys(ids)));
@@ -283,7 +294,14 @@ fn key_store(
         let fetcher = fetcher
             .cloned()
             .ok_or_else(|| ConfigError::Http("no HTTP client".into()))?;
-        return Ok(KeyStore::remote(Arc::clone(name), source, fetcher, rules, refresh, Arc::clone(clock)));
+        return Ok(KeyStore::remote(
+            Arc::clone(name),
+            source,
+            fetcher,
+            rules,
+            refresh,
+            Arc::clone(clock),
+        ));
     }
     let mut list = Vec::new();
     let invalid = |kid: Option<&str>, reason: String| ConfigError::InvalidKey {
@@ -303,7 +321,10 @@ fn key_store(
             }
             KeySpec::Pem { kid, alg, pem } => {
                 if !rules.allowed.contains(alg) {
-                    return Err(invalid(kid.as_deref(), format!("{} is not an allowed algorithm", alg_name(*alg))));
+                    return Err(invalid(
+                        kid.as_deref(),
+                        format!("{} is not an allowed algorithm", alg_name(*alg)),
+                    ));
                 }
                 let k = keys::pem_key(kid.as_deref(), *alg, pem).map_err(|r| invalid(kid.as_deref(), r))?;
                 list.push(Arc::new(k));

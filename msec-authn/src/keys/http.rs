@@ -253,11 +253,17 @@ impl Fetcher {
         if !self.allows(url) {
             return Err(KeyFetchError::Insecure(url.to_string()));
         }
-        let mut req = self.client.get(url.clone()).header(http::header::ACCEPT, "application/json");
+        let mut req = self
+            .client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json");
         if let Some(tag) = etag {
             req = req.header(IF_NONE_MATCH, tag);
         }
-        let mut resp = req.send().await.map_err(|e| KeyFetchError::Transport(error_chain(&e)))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| KeyFetchError::Transport(error_chain(&e)))?;
         let cache = parse_cache_control(resp.headers().get_all(CACHE_CONTROL).iter().map(|v| v.as_bytes()));
         match resp.status() {
             StatusCode::NOT_MODIFIED if etag.is_some() => return Ok(Fetched::NotModified { cache }),
@@ -274,7 +280,11 @@ impl Fetcher {
             .filter(|v| v.len() <= 256)
             .map(str::to_owned);
         let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| KeyFetchError::Transport(error_chain(&e)))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| KeyFetchError::Transport(error_chain(&e)))?
+        {
             if body.len() + chunk.len() > self.max_bytes {
                 return Err(KeyFetchError::TooLarge(self.max_bytes));
             }
@@ -320,9 +330,18 @@ mod tests {
     fn urls() {
         let strict = HttpConfig::new();
         assert!(strict.check_url("https://id.example.com/jwks").is_ok());
-        assert!(matches!(strict.check_url("http://127.0.0.1:1/jwks"), Err(ConfigError::InsecureUrl(_))));
-        assert!(matches!(strict.check_url("ftp://x/y"), Err(ConfigError::InsecureUrl(_))));
-        assert!(matches!(strict.check_url("not a url"), Err(ConfigError::InvalidUrl { .. })));
+        assert!(matches!(
+            strict.check_url("http://127.0.0.1:1/jwks"),
+            Err(ConfigError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            strict.check_url("ftp://x/y"),
+            Err(ConfigError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            strict.check_url("not a url"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
         let dev = HttpConfig::new().danger_allow_http_for_loopback();
         assert!(dev.check_url("http://127.0.0.1:8080/jwks").is_ok());
         assert!(dev.check_url("http://[::1]:8080/jwks").is_ok());

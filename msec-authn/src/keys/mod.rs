@@ -365,7 +365,10 @@ impl KeySet {
 
     /// The key ids (`kid`) in the set.
     pub(crate) fn kids(&self) -> Vec<String> {
-        self.all.iter().filter_map(|k| k.kid.as_deref().map(str::to_owned)).collect()
+        self.all
+            .iter()
+            .filter_map(|k| k.kid.as_deref().map(str::to_owned))
+            .collect()
     }
 
     /// Ids of keys in `self` that are not in `next`.
@@ -415,34 +418,48 @@ mod tests {
             f(j.as_object_mut().unwrap());
             parse_jwk(&j, &rules()).err().unwrap_or_default()
         };
-        assert!(with(&|m| {
-            m.insert("use".into(), json!("enc"));
-        })
-        .contains("use"));
-        assert!(with(&|m| {
-            m.insert("key_ops".into(), json!(["sign"]));
-        })
-        .contains("key_ops"));
-        assert!(with(&|m| {
-            m.insert("alg".into(), json!("ES256"));
-        })
-        .contains("RSA"));
-        assert!(with(&|m| {
-            m.insert("alg".into(), json!("none"));
-        })
-        .contains("unsupported"));
-        assert!(with(&|m| {
-            m.insert("n".into(), json!("AQAB"));
-        })
-        .contains("bits"));
-        assert!(with(&|m| {
-            m.insert("kid".into(), json!("k".repeat(300)));
-        })
-        .contains("kid"));
-        assert!(with(&|m| {
-            m.insert("n".into(), json!("a+b/"));
-        })
-        .contains("base64url"));
+        assert!(
+            with(&|m| {
+                m.insert("use".into(), json!("enc"));
+            })
+            .contains("use")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("key_ops".into(), json!(["sign"]));
+            })
+            .contains("key_ops")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("alg".into(), json!("ES256"));
+            })
+            .contains("RSA")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("alg".into(), json!("none"));
+            })
+            .contains("unsupported")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("n".into(), json!("AQAB"));
+            })
+            .contains("bits")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("kid".into(), json!("k".repeat(300)));
+            })
+            .contains("kid")
+        );
+        assert!(
+            with(&|m| {
+                m.insert("n".into(), json!("a+b/"));
+            })
+            .contains("base64url")
+        );
         let hs = TestKey::hs256().public_jwk();
         assert!(parse_jwk(&hs, &rules()).err().unwrap().contains("oct"));
         let ec = TestKey::es256().public_jwk();

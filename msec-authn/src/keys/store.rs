@@ -339,7 +339,9 @@ impl KeyStore {
         if !snapshot.due(now) || !self.may_fetch(now) {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if r.background.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -384,7 +386,8 @@ impl KeyStore {
 
     async fn fetch_locked(&self, r: &Remote, jwks_url: &mut Option<Url>) -> Result<(), KeyFetchError> {
         let started = self.now();
-        r.last_attempt.store(nanos(started).saturating_add(1), Ordering::Release);
+        r.last_attempt
+            .store(nanos(started).saturating_add(1), Ordering::Release);
         let result = self.fetch_inner(r, jwks_url).await;
         let label = match &result {
             Ok(true) => "ok",
@@ -449,7 +452,11 @@ impl KeyStore {
             usable_until: Some(now + ttl + r.refresh.max_staleness),
             etag,
         };
-        let removed = if changed { old.keys.removed_ids(&next.keys) } else { Vec::new() };
+        let removed = if changed {
+            old.keys.removed_ids(&next.keys)
+        } else {
+            Vec::new()
+        };
         let count = next.keys.len();
         let added: Vec<String> = next
             .keys

@@ -59,9 +59,14 @@ fn jwks_answer(s: &IdpState, headers: &HeaderMap) -> Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let body = serde_json::to_vec(&jwks_doc(&s.keys.lock().unwrap())).unwrap();
-    let tag = format!("\"{}\"", msec_test_support::keys::b64url(&ring::digest::digest(&ring::digest::SHA256, &body).as_ref()[..12]));
+    let tag = format!(
+        "\"{}\"",
+        msec_test_support::keys::b64url(&ring::digest::digest(&ring::digest::SHA256, &body).as_ref()[..12])
+    );
     let mut resp = if s.etag.load(Ordering::SeqCst)
-        && headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == tag.as_bytes())
+        && headers
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == tag.as_bytes())
     {
         s.not_modified.fetch_add(1, Ordering::SeqCst);
         StatusCode::NOT_MODIFIED.into_response()
@@ -69,10 +74,12 @@ fn jwks_answer(s: &IdpState, headers: &HeaderMap) -> Response {
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     };
     if s.etag.load(Ordering::SeqCst) {
-        resp.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).unwrap());
+        resp.headers_mut()
+            .insert(header::ETAG, HeaderValue::from_str(&tag).unwrap());
     }
     if let Some(cc) = s.cache_control.lock().unwrap().clone() {
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cc).unwrap());
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_str(&cc).unwrap());
     }
     resp
 }
@@ -82,7 +89,12 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
     if s.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let issuer = s.discovery_issuer.lock().unwrap().clone().unwrap_or_else(|| s.issuer.lock().unwrap().clone());
+    let issuer = s
+        .discovery_issuer
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| s.issuer.lock().unwrap().clone());
     let jwks_uri = s
         .discovery_jwks_uri
         .lock()
@@ -207,7 +219,11 @@ impl Answer {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
     pub fn code(&self) -> String {
-        self.json().get("code").and_then(Value::as_str).unwrap_or("-").to_owned()
+        self.json()
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned()
     }
     pub fn www_authenticate(&self) -> String {
         self.headers
@@ -216,7 +232,10 @@ impl Answer {
             .unwrap_or_default()
     }
     pub fn authn_decision(&self) -> &msec_core::Decision {
-        self.decisions.iter().find(|d| d.layer == "authn").expect("an authn decision")
+        self.decisions
+            .iter()
+            .find(|d| d.layer == "authn")
+            .expect("an authn decision")
     }
 }
 
