@@ -104,13 +104,13 @@ pub mod fuzzing {
 
     /// XFCC parsing never panics; whatever parses yields an identity or a typed error.
     pub fn xfcc(data: &[u8]) {
-        if let Ok(s) = std::str::from_utf8(data) {
-            if let Ok(elements) = crate::xfcc::parse(s) {
-                assert!(!elements.is_empty());
-                for e in &elements {
-                    if let Ok(peer) = e.peer_identity() {
-                        assert_eq!(peer.source, PeerSource::TrustedProxy);
-                    }
+        if let Ok(s) = std::str::from_utf8(data)
+            && let Ok(elements) = crate::xfcc::parse(s)
+        {
+            assert!(!elements.is_empty());
+            for e in &elements {
+                if let Ok(peer) = e.peer_identity() {
+                    assert_eq!(peer.source, PeerSource::TrustedProxy);
                 }
             }
         }

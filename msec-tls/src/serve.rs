@@ -60,9 +60,11 @@ type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 ///     peer.spiffe_id.map(|id| id.to_string()).unwrap_or_default()
 /// }));
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>(); // e.g. fired by a SIGTERM handler
 /// msec_tls::serve(listener, tls, app)
-///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .with_graceful_shutdown(async { let _ = stopped.await; })
 ///     .await?;
+/// # drop(stop);
 /// # Ok(()) }
 /// ```
 pub fn serve<S>(listener: TcpListener, tls: impl Into<ServerTls>, service: S) -> Serve<S> {
@@ -175,17 +177,21 @@ where
         let local_addr = self.listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         let user = self.signal.take();
+        // A dropped `Running` detaches (like a dropped `JoinHandle`): only an explicit `shutdown()` stops.
+        let requested = async move {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         self.signal = Some(Box::pin(async move {
             match user {
                 Some(user) => {
                     tokio::select! {
                         _ = user => {}
-                        _ = rx => {}
+                        _ = requested => {}
                     }
                 }
-                None => {
-                    let _ = rx.await;
-                }
+                None => requested.await,
             }
         }));
         let task = tokio::spawn(self.run());
@@ -383,7 +389,8 @@ async fn connection<S, B>(
     }
 }
 
-/// A server started with [`Serve::spawn`].
+/// A server started with [`Serve::spawn`]. Dropping it detaches the server (it keeps running, like a dropped
+/// `JoinHandle`); [`shutdown`](Self::shutdown) stops it gracefully, [`abort`](Self::abort) at once.
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,

@@ -1,5 +1,6 @@
 //! The outbound client: server verification by DNS name or by SPIFFE ID (exact, trust domain, prefix), per
 //! trust domain bundles on the client side too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -20,7 +21,7 @@ async fn server_with(pki: &Pki, cert: &TestCert) -> std::net::SocketAddr {
     let s = msec_tls::serve(listener, tls, Router::new().route("/", get(|| async { "ok" })))
         .spawn()
         .unwrap();
-    std::mem::forget(s);
+    drop(s); // detached
     addr
 }
 

@@ -1,5 +1,6 @@
 //! External clients complete mTLS with the serve loop: `curl --cert` and `openssl s_client`. Skipped with a
 //! notice when the programs are missing (a failure under MSEC_REQUIRE_SERVICES=1).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -30,7 +31,7 @@ async fn server(pki: &Pki) -> (std::net::SocketAddr, Files) {
     let s = msec_tls::serve(listener, pki.server_tls(ClientAuth::required(pki.spiffe_trust())), app)
         .spawn()
         .unwrap();
-    std::mem::forget(s);
+    drop(s); // detached
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pki.a.cert_pem()).unwrap();

@@ -1,5 +1,6 @@
 //! Runs the bodies of the cargo-fuzz targets (fuzz/fuzz_targets/tls_*.rs) over proptest inputs, so CI exercises
 //! them without cargo-fuzz.
+#![allow(clippy::unwrap_used)]
 
 use msec_test_support::TestCa;
 use proptest::prelude::*;

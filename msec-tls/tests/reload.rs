@@ -1,6 +1,7 @@
 //! Hot reload from files: certificates and trust bundles rotated on disk mid-test. New handshakes see the new
 //! material, live connections continue, bad files keep the old material and are reported. No sleeps: reloads
 //! are driven by `poll()`, and the background watcher by tokio's paused clock.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

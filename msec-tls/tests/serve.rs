@@ -1,5 +1,6 @@
 //! The serve loop's limits and lifecycle: handshake timeout, connection cap, graceful shutdown; and the
 //! decisions RequirePeerLayer records.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! SPIFFE ID parsing (msec-core's strict parser, re-exported by msec-tls): the 565 vectors of
 //! ../shared/data/spiffe/ids.json, and property tests against an independent model of SPIFFE-ID §2.
+#![allow(clippy::unwrap_used)]
 
 use msec_tls::{SpiffeId, TrustDomain};
 use proptest::prelude::*;
@@ -19,9 +20,9 @@ fn every_vector_is_classified_as_the_spec_says() {
         let want = c["valid"].as_bool().unwrap();
         let got = SpiffeId::parse(id);
         if want {
-            valid += 1
+            valid += 1;
         } else {
-            invalid += 1
+            invalid += 1;
         }
         match (&got, want) {
             (Ok(parsed), true) => {

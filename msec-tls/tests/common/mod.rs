@@ -1,5 +1,5 @@
 //! Shared fixtures for msec-tls tests: a PKI of two trust domains, servers and clients over loopback.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
