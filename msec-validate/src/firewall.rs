@@ -307,7 +307,8 @@ impl Config {
             if self.on(Rule::NullByte) && value.as_bytes().contains(&0) {
                 return Err(Violation::new(Rule::NullByte, loc()));
             }
-            if self.on(Rule::ControlCharacter) && value.as_bytes().iter().any(|&b| (1..0x20).contains(&b) || b == 0x7f) {
+            if self.on(Rule::ControlCharacter) && value.as_bytes().iter().any(|&b| (1..0x20).contains(&b) || b == 0x7f)
+            {
                 return Err(Violation::new(Rule::ControlCharacter, loc()));
             }
         }
@@ -424,7 +425,10 @@ pub struct Firewall<S> {
 
 impl<S: fmt::Debug> fmt::Debug for Firewall<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Firewall").field("inner", &self.inner).field("config", &self.layer.config).finish()
+        f.debug_struct("Firewall")
+            .field("inner", &self.inner)
+            .field("config", &self.layer.config)
+            .finish()
     }
 }
 
@@ -462,7 +466,13 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.layer.inspect(&req) {
             Ok(()) => {
-                context::record_with(req.extensions(), "validate", Outcome::Allow, codes::REQUEST_CLEAN, |_| {});
+                context::record_with(
+                    req.extensions(),
+                    "validate",
+                    Outcome::Allow,
+                    codes::REQUEST_CLEAN,
+                    |_| {},
+                );
                 ResponseFuture::inner(self.inner.call(req))
             }
             Err(violation) => {

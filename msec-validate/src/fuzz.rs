@@ -51,19 +51,34 @@ impl<'de> Visitor<'de> for MeasureVisitor {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, _: bool) -> Result<Measure, E> {
-        Ok(Measure { nodes: 1, ..Measure::default() })
+        Ok(Measure {
+            nodes: 1,
+            ..Measure::default()
+        })
     }
     fn visit_i64<E>(self, _: i64) -> Result<Measure, E> {
-        Ok(Measure { nodes: 1, ..Measure::default() })
+        Ok(Measure {
+            nodes: 1,
+            ..Measure::default()
+        })
     }
     fn visit_u64<E>(self, _: u64) -> Result<Measure, E> {
-        Ok(Measure { nodes: 1, ..Measure::default() })
+        Ok(Measure {
+            nodes: 1,
+            ..Measure::default()
+        })
     }
     fn visit_f64<E>(self, _: f64) -> Result<Measure, E> {
-        Ok(Measure { nodes: 1, ..Measure::default() })
+        Ok(Measure {
+            nodes: 1,
+            ..Measure::default()
+        })
     }
     fn visit_unit<E>(self) -> Result<Measure, E> {
-        Ok(Measure { nodes: 1, ..Measure::default() })
+        Ok(Measure {
+            nodes: 1,
+            ..Measure::default()
+        })
     }
     fn visit_str<E>(self, s: &str) -> Result<Measure, E> {
         Ok(Measure {
@@ -195,7 +210,10 @@ pub fn json_guard(data: &[u8]) {
         }
         Reference::Valid(m) => {
             let summary = whole.expect("serde_json accepted a document the guard refused");
-            assert_eq!((summary.nodes, summary.depth, summary.bytes), (m.nodes, m.depth, data.len()));
+            assert_eq!(
+                (summary.nodes, summary.depth, summary.bytes),
+                (m.nodes, m.depth, data.len())
+            );
             let exact = JsonLimits::unlimited()
                 .max_body_bytes(data.len())
                 .max_depth(m.depth)
@@ -203,7 +221,10 @@ pub fn json_guard(data: &[u8]) {
                 .max_object_keys(m.max_keys)
                 .max_array_len(m.max_items)
                 .max_string_len(m.max_string);
-            assert!(check_json(data, &exact).is_ok(), "limits equal to the measure must pass");
+            assert!(
+                check_json(data, &exact).is_ok(),
+                "limits equal to the measure must pass"
+            );
             type Setter = fn(JsonLimits, usize) -> JsonLimits;
             let tighter: [(usize, Setter, GuardErrorKind); 6] = [
                 (data.len(), JsonLimits::max_body_bytes, GuardErrorKind::TooLarge),

@@ -70,7 +70,11 @@ pub fn status(errors: &[FieldError]) -> Status {
             v
         })
         .collect();
-    Status::with_error_details(Code::InvalidArgument, MESSAGE, ErrorDetails::with_bad_request(violations))
+    Status::with_error_details(
+        Code::InvalidArgument,
+        MESSAGE,
+        ErrorDetails::with_bad_request(violations),
+    )
 }
 
 /// Validates a decoded message: `Ok(())`, or the `INVALID_ARGUMENT` status listing the violations.
@@ -105,10 +109,16 @@ impl<T: validator::Validate> ValidateRequest for tonic::Request<T> {
             }
             Err(e) => {
                 let errors = report::from_validator(&e);
-                context::record_with(self.extensions(), "validate", Outcome::Deny, codes::VALIDATION_FAILED, |d| {
-                    d.detail("input", "grpc");
-                    d.detail("errors", errors.len().to_string());
-                });
+                context::record_with(
+                    self.extensions(),
+                    "validate",
+                    Outcome::Deny,
+                    codes::VALIDATION_FAILED,
+                    |d| {
+                        d.detail("input", "grpc");
+                        d.detail("errors", errors.len().to_string());
+                    },
+                );
                 Err(status(&errors))
             }
         }

@@ -70,7 +70,7 @@ pub use guard::{JsonGuard, JsonGuardLayer, JsonLimits};
 pub use report::FieldError;
 pub use schema::{JsonSchemaLayer, SchemaSet};
 
-#[cfg(feature = "axum")]
-pub use extract::Valid;
 #[cfg(feature = "garde")]
 pub use extract::Garde;
+#[cfg(feature = "axum")]
+pub use extract::Valid;

@@ -107,7 +107,9 @@ pub struct CompiledSchema {
 
 impl fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompiledSchema").field("route", &self.route).finish_non_exhaustive()
+        f.debug_struct("CompiledSchema")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +133,10 @@ impl CompiledSchema {
     pub fn check(&self, bytes: &[u8]) -> Result<(), Rejection> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             if e.is_data() || e.to_string().starts_with("number out of range") {
-                Rejection::bad_request(codes::JSON_NUMBER_OUT_OF_RANGE, "a number in the request body is out of range")
+                Rejection::bad_request(
+                    codes::JSON_NUMBER_OUT_OF_RANGE,
+                    "a number in the request body is out of range",
+                )
             } else {
                 Rejection::bad_request(codes::JSON_SYNTAX, "the request body is not valid JSON")
             }
@@ -140,7 +145,11 @@ impl CompiledSchema {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(violations(codes::SCHEMA_VIOLATION, "the request body does not match its schema", errors))
+            Err(violations(
+                codes::SCHEMA_VIOLATION,
+                "the request body does not match its schema",
+                errors,
+            ))
         }
     }
 }
@@ -157,7 +166,9 @@ fn field_error(instance_path: &str, kind: &ValidationErrorKind) -> FieldError {
             "is required".into()
         }
         K::Type { .. } => "has the wrong type".into(),
-        K::AdditionalProperties { .. } | K::UnevaluatedProperties { .. } => "has properties that are not allowed".into(),
+        K::AdditionalProperties { .. } | K::UnevaluatedProperties { .. } => {
+            "has properties that are not allowed".into()
+        }
         K::AdditionalItems { .. } | K::UnevaluatedItems { .. } => "has items that are not allowed".into(),
         K::MaxLength { limit } => format!("must be at most {limit} characters long").into(),
         K::MinLength { limit } => format!("must be at least {limit} characters long").into(),

@@ -37,7 +37,11 @@ impl Bomb {
     fn new(head: &str, unit: &str, pulled: &Arc<AtomicUsize>) -> Self {
         let rest = Bytes::from(unit.repeat(CHUNK / unit.len()));
         let _ = rest.clone(); // make the buffer shared now, so later clones are reference counts only
-        Self { head: Some(Bytes::from(head.to_owned())), rest, pulled: pulled.clone() }
+        Self {
+            head: Some(Bytes::from(head.to_owned())),
+            rest,
+            pulled: pulled.clone(),
+        }
     }
 }
 
@@ -67,10 +71,38 @@ struct Case {
 fn cases() -> Vec<Case> {
     let d = JsonLimits::default();
     vec![
-        Case { name: "deep nesting", head: "", unit: "[", limits: d, code: "json_too_deep", violation_at: 33 },
-        Case { name: "huge array", head: "[", unit: "0,", limits: d, code: "json_array_too_long", violation_at: 1 + 2 * 10_000 },
-        Case { name: "long string", head: "\"", unit: "a", limits: d, code: "json_string_too_long", violation_at: 1 + 65_537 },
-        Case { name: "many keys", head: "{", unit: "\"k\":0,", limits: d, code: "json_too_many_keys", violation_at: 1 + 6 * 1_000 + 1 },
+        Case {
+            name: "deep nesting",
+            head: "",
+            unit: "[",
+            limits: d,
+            code: "json_too_deep",
+            violation_at: 33,
+        },
+        Case {
+            name: "huge array",
+            head: "[",
+            unit: "0,",
+            limits: d,
+            code: "json_array_too_long",
+            violation_at: 1 + 2 * 10_000,
+        },
+        Case {
+            name: "long string",
+            head: "\"",
+            unit: "a",
+            limits: d,
+            code: "json_string_too_long",
+            violation_at: 1 + 65_537,
+        },
+        Case {
+            name: "many keys",
+            head: "{",
+            unit: "\"k\":0,",
+            limits: d,
+            code: "json_too_many_keys",
+            violation_at: 1 + 6 * 1_000 + 1,
+        },
         Case {
             name: "many values",
             head: "[",
@@ -79,7 +111,14 @@ fn cases() -> Vec<Case> {
             code: "json_too_many_nodes",
             violation_at: 1 + 2 * 100_000,
         },
-        Case { name: "endless whitespace", head: "", unit: " ", limits: d, code: "payload_too_large", violation_at: 1024 * 1024 + 1 },
+        Case {
+            name: "endless whitespace",
+            head: "",
+            unit: " ",
+            limits: d,
+            code: "payload_too_large",
+            violation_at: 1024 * 1024 + 1,
+        },
     ]
 }
 
@@ -96,7 +135,9 @@ fn bombs_are_refused_without_large_allocations() {
         pulled.store(0, Ordering::Relaxed);
         let body = Bomb::new(case.head, case.unit, &pulled);
         let region = Region::new(GLOBAL);
-        let res = read_json(body, &case.limits).now_or_never().expect("an endless ready body is refused at once");
+        let res = read_json(body, &case.limits)
+            .now_or_never()
+            .expect("an endless ready body is refused at once");
         let reader_alloc = region.change().bytes_allocated;
         let rejection = res.unwrap_err();
         assert_eq!(rejection.code().as_str(), case.code, "{}", case.name);
@@ -104,7 +145,11 @@ fn bombs_are_refused_without_large_allocations() {
         // Read no further than the chunk that holds the excess.
         assert!(read < case.violation_at + CHUNK, "{}: read {read} bytes", case.name);
         // The guard's own state is O(depth): no allocation grows with the document.
-        assert!(reader_alloc < 16 * 1024, "{}: {reader_alloc} bytes allocated", case.name);
+        assert!(
+            reader_alloc < 16 * 1024,
+            "{}: {reader_alloc} bytes allocated",
+            case.name
+        );
 
         // 2. The whole layer, answering with a problem document.
         pulled.store(0, Ordering::Relaxed);
@@ -119,7 +164,11 @@ fn bombs_are_refused_without_large_allocations() {
         let rejection = resp.extensions().get::<msec_core::Rejection>().unwrap();
         assert_eq!(rejection.code().as_str(), case.code, "{}", case.name);
         assert!(pulled.load(Ordering::Relaxed) < case.violation_at + CHUNK);
-        assert!(layer_alloc < 32 * 1024, "{}: layer allocated {layer_alloc} bytes", case.name);
+        assert!(
+            layer_alloc < 32 * 1024,
+            "{}: layer allocated {layer_alloc} bytes",
+            case.name
+        );
         println!(
             "{:20} refused with {:22} after reading {read:>8} bytes; allocated: reader {reader_alloc:>5} B, layer {layer_alloc:>5} B",
             case.name, case.code

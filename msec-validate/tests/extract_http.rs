@@ -69,9 +69,18 @@ struct GardeTag {
 
 async fn app() -> String {
     let app = Router::new()
-        .route("/signup", post(|Valid(Json(s)): Valid<Json<Signup>>| async move { format!("hi {}", s.name) }))
-        .route("/search", get(|Valid(Query(s)): Valid<Query<Search>>| async move { format!("q={}", s.q) }))
-        .route("/orders/{id}", get(|Valid(Path(p)): Valid<Path<OrderPath>>| async move { format!("order {}", p.id) }))
+        .route(
+            "/signup",
+            post(|Valid(Json(s)): Valid<Json<Signup>>| async move { format!("hi {}", s.name) }),
+        )
+        .route(
+            "/search",
+            get(|Valid(Query(s)): Valid<Query<Search>>| async move { format!("q={}", s.q) }),
+        )
+        .route(
+            "/orders/{id}",
+            get(|Valid(Path(p)): Valid<Path<OrderPath>>| async move { format!("order {}", p.id) }),
+        )
         .route(
             "/form",
             post(|Valid(Form(s)): Valid<Form<Search>>| async move { format!("form q={}", s.q) })
@@ -89,7 +98,12 @@ fn errors(a: &common::Answer) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["pointer"].as_str().unwrap().to_owned(), e["code"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["pointer"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -121,10 +135,20 @@ async fn valid_json() {
             ("/name".into(), "length".into()),
         ]
     );
-    let messages: Vec<String> =
-        a.json()["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect();
-    assert!(messages.contains(&"must be between 3 and 20 characters long".to_owned()), "{messages:?}");
-    assert!(messages.contains(&"must be between 1 and 10".to_owned()), "{messages:?}");
+    let messages: Vec<String> = a.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        messages.contains(&"must be between 3 and 20 characters long".to_owned()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"must be between 1 and 10".to_owned()),
+        "{messages:?}"
+    );
     for secret in ["secret-value", "private-zip", "99", "\"al\""] {
         assert!(!a.text().contains(secret), "{secret} echoed: {}", a.text());
     }
@@ -134,7 +158,11 @@ async fn valid_json() {
 #[tokio::test]
 async fn json_deserialisation_errors_point_without_echoing() {
     let base = app().await;
-    let a = send(post_json(&format!("{base}/signup"), r#"{"name": "alice", "email": "a@b.c", "items": []}"#)).await;
+    let a = send(post_json(
+        &format!("{base}/signup"),
+        r#"{"name": "alice", "email": "a@b.c", "items": []}"#,
+    ))
+    .await;
     assert_eq!(a.status, 422);
     assert_eq!(errors(&a), [("/address".into(), "required".into())]);
 
@@ -160,7 +188,10 @@ async fn json_deserialisation_errors_point_without_echoing() {
 #[tokio::test]
 async fn extractor_honours_a_guard_layer_and_its_limits() {
     let app = Router::new()
-        .route("/signup", post(|Valid(Json(s)): Valid<Json<Signup>>| async move { s.name }))
+        .route(
+            "/signup",
+            post(|Valid(Json(s)): Valid<Json<Signup>>| async move { s.name }),
+        )
         .layer(JsonGuardLayer::new(JsonLimits::default().max_string_len(8)));
     let base = serve(app).await;
     let good = json!({"name": "alice", "email": "a@b.co", "address": {"zip": "12345"}, "items": []});
@@ -179,7 +210,10 @@ async fn valid_query() {
     assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "q=rust"));
     let a = send(get_req(&format!("{base}/search?q=r&limit=1000"))).await;
     assert_eq!(a.status, 422);
-    assert_eq!(errors(&a), [("/limit".into(), "range".into()), ("/q".into(), "length".into())]);
+    assert_eq!(
+        errors(&a),
+        [("/limit".into(), "range".into()), ("/q".into(), "length".into())]
+    );
     assert!(!a.text().contains("1000"));
     let a = send(get_req(&format!("{base}/search?limit=secret"))).await;
     assert_eq!(a.status, 422);
@@ -223,10 +257,24 @@ async fn valid_form() {
 #[tokio::test]
 async fn garde_json() {
     let base = app().await;
-    let a = send(post_json(&format!("{base}/garde"), r#"{"name": "alice", "tags": [{"label": "ok"}]}"#)).await;
+    let a = send(post_json(
+        &format!("{base}/garde"),
+        r#"{"name": "alice", "tags": [{"label": "ok"}]}"#,
+    ))
+    .await;
     assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "alice"));
-    let a = send(post_json(&format!("{base}/garde"), r#"{"name": "al", "tags": [{"label": "ok"}, {"label": "secret"}]}"#)).await;
+    let a = send(post_json(
+        &format!("{base}/garde"),
+        r#"{"name": "al", "tags": [{"label": "ok"}, {"label": "secret"}]}"#,
+    ))
+    .await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (422, "validation_failed"));
-    assert_eq!(errors(&a), [("/name".into(), "invalid".into()), ("/tags/1/label".into(), "invalid".into())]);
+    assert_eq!(
+        errors(&a),
+        [
+            ("/name".into(), "invalid".into()),
+            ("/tags/1/label".into(), "invalid".into())
+        ]
+    );
     assert!(!a.text().contains("secret"));
 }

@@ -27,12 +27,16 @@ fn get(target: &str) -> Req {
 }
 
 fn with_headers(n: usize, size: usize) -> Req {
-    Req::Hyper("GET", "/ok".into(), (0..n).map(|i| (HEADER_NAMES[i], "v".repeat(size))).collect())
+    Req::Hyper(
+        "GET",
+        "/ok".into(),
+        (0..n).map(|i| (HEADER_NAMES[i], "v".repeat(size))).collect(),
+    )
 }
 
 const HEADER_NAMES: [&str; 16] = [
-    "x-h0", "x-h1", "x-h2", "x-h3", "x-h4", "x-h5", "x-h6", "x-h7", "x-h8", "x-h9", "x-h10", "x-h11", "x-h12",
-    "x-h13", "x-h14", "x-h15",
+    "x-h0", "x-h1", "x-h2", "x-h3", "x-h4", "x-h5", "x-h6", "x-h7", "x-h8", "x-h9", "x-h10", "x-h11", "x-h12", "x-h13",
+    "x-h14", "x-h15",
 ];
 
 fn firewall() -> FirewallLayer {
@@ -64,7 +68,9 @@ async fn send(addr: SocketAddr, req: &Req) -> (u16, String) {
         }
         Req::Raw(head) => {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("{head}Host: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+            s.write_all(format!("{head}Host: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut out = Vec::new();
             s.read_to_end(&mut out).await.unwrap();
             let text = String::from_utf8_lossy(&out);
@@ -83,10 +89,18 @@ async fn send(addr: SocketAddr, req: &Req) -> (u16, String) {
 /// (rule, requests it refuses, requests it lets through)
 fn cases() -> Vec<(Rule, Vec<Req>, Vec<Req>)> {
     vec![
-        (Rule::EncodedSlash, vec![get("/a%2Fb"), get("/a%2fb/c")], vec![get("/a/b"), get("/a?x=%2F")]),
+        (
+            Rule::EncodedSlash,
+            vec![get("/a%2Fb"), get("/a%2fb/c")],
+            vec![get("/a/b"), get("/a?x=%2F")],
+        ),
         (
             Rule::Backslash,
-            vec![get("/a%5Cb"), get("/a%5c..%5cetc"), Req::Raw("GET /a\\b HTTP/1.1\r\n".into())],
+            vec![
+                get("/a%5Cb"),
+                get("/a%5c..%5cetc"),
+                Req::Raw("GET /a\\b HTTP/1.1\r\n".into()),
+            ],
             vec![get("/a/b"), get("/a?x=%5C")],
         ),
         (
@@ -100,12 +114,33 @@ fn cases() -> Vec<(Rule, Vec<Req>, Vec<Req>)> {
                 get("/a/%2e"),
                 get("/.."),
             ],
-            vec![get("/a/..b/c"), get("/.well-known/x"), get("/a/b.c"), get("/a?path=../x")],
+            vec![
+                get("/a/..b/c"),
+                get("/.well-known/x"),
+                get("/a/b.c"),
+                get("/a?path=../x"),
+            ],
         ),
-        (Rule::Semicolon, vec![get("/a;jsessionid=1"), get("/a%3bb"), get("/a%3Bb")], vec![get("/a?x=1;2")]),
-        (Rule::EncodedPercent, vec![get("/a%252e%252e/b"), get("/a%25")], vec![get("/a%20b"), get("/a?x=%25")]),
-        (Rule::DoubleSlash, vec![get("/a//b"), get("//a")], vec![get("/a/b/"), get("/")]),
-        (Rule::NullByte, vec![get("/a%00b"), get("/a?q=x%00y")], vec![get("/a%20b"), get("/a?q=x%20y")]),
+        (
+            Rule::Semicolon,
+            vec![get("/a;jsessionid=1"), get("/a%3bb"), get("/a%3Bb")],
+            vec![get("/a?x=1;2")],
+        ),
+        (
+            Rule::EncodedPercent,
+            vec![get("/a%252e%252e/b"), get("/a%25")],
+            vec![get("/a%20b"), get("/a?x=%25")],
+        ),
+        (
+            Rule::DoubleSlash,
+            vec![get("/a//b"), get("//a")],
+            vec![get("/a/b/"), get("/")],
+        ),
+        (
+            Rule::NullByte,
+            vec![get("/a%00b"), get("/a?q=x%00y")],
+            vec![get("/a%20b"), get("/a?q=x%20y")],
+        ),
         (
             Rule::ControlCharacter,
             vec![
@@ -120,14 +155,36 @@ fn cases() -> Vec<(Rule, Vec<Req>, Vec<Req>)> {
                 Req::Raw("GET /a HTTP/1.1\r\nX-Note: plain words\r\n".into()),
             ],
         ),
-        (Rule::UriTooLong, vec![get(&format!("/{}", "a".repeat(300)))], vec![get(&format!("/{}", "a".repeat(200)))]),
-        (Rule::TooManyHeaders, vec![with_headers(12, 4)], vec![with_headers(11, 4)]),
-        (Rule::HeaderTooLarge, vec![with_headers(1, 250)], vec![with_headers(1, 150)]),
-        (Rule::HeadersTooLarge, vec![with_headers(5, 150)], vec![with_headers(4, 150)]),
+        (
+            Rule::UriTooLong,
+            vec![get(&format!("/{}", "a".repeat(300)))],
+            vec![get(&format!("/{}", "a".repeat(200)))],
+        ),
+        (
+            Rule::TooManyHeaders,
+            vec![with_headers(12, 4)],
+            vec![with_headers(11, 4)],
+        ),
+        (
+            Rule::HeaderTooLarge,
+            vec![with_headers(1, 250)],
+            vec![with_headers(1, 150)],
+        ),
+        (
+            Rule::HeadersTooLarge,
+            vec![with_headers(5, 150)],
+            vec![with_headers(4, 150)],
+        ),
         (
             Rule::UnknownMethod,
-            vec![Req::Hyper("TRACE", "/a".into(), vec![]), Req::Hyper("PROPFIND", "/a".into(), vec![])],
-            vec![Req::Hyper("GET", "/a".into(), vec![]), Req::Hyper("DELETE", "/a".into(), vec![])],
+            vec![
+                Req::Hyper("TRACE", "/a".into(), vec![]),
+                Req::Hyper("PROPFIND", "/a".into(), vec![]),
+            ],
+            vec![
+                Req::Hyper("GET", "/a".into(), vec![]),
+                Req::Hyper("DELETE", "/a".into(), vec![]),
+            ],
         ),
     ]
 }
@@ -139,7 +196,11 @@ async fn every_rule_refuses_and_lets_through() {
     assert_eq!(all.len(), Rule::ALL.len(), "every rule has cases");
     for (rule, refused, passed) in all {
         for r in &refused {
-            assert_eq!(send(strict, r).await, (400, rule.code().as_str().to_owned()), "{rule:?} should refuse");
+            assert_eq!(
+                send(strict, r).await,
+                (400, rule.code().as_str().to_owned()),
+                "{rule:?} should refuse"
+            );
         }
         for r in &passed {
             assert_eq!(send(strict, r).await, (200, "-".to_owned()), "{rule:?} should pass");
@@ -165,14 +226,21 @@ async fn every_rule_can_be_turned_off() {
 async fn refusals_are_recorded_and_grpc_aware() {
     let addr = start(firewall()).await;
     let a = common::send(
-        Request::get(format!("http://{addr}/a/%2e%2e/etc/passwd")).body(Full::new(Bytes::new())).unwrap(),
+        Request::get(format!("http://{addr}/a/%2e%2e/etc/passwd"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
     )
     .await;
     assert_eq!(a.status, 400);
     assert_eq!(a.headers["content-type"], "application/problem+json");
     assert_eq!(a.decisions(), "validate:deny:dot_segment");
     assert!(!a.text().contains("passwd"), "the target is not echoed");
-    let a = common::send(Request::get(format!("http://{addr}/fine")).body(Full::new(Bytes::new())).unwrap()).await;
+    let a = common::send(
+        Request::get(format!("http://{addr}/fine"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(a.decisions(), "validate:allow:request_clean");
 
     let grpc = Request::post(format!("http://{addr}/pkg.Svc/%2e%2e"))

@@ -82,14 +82,22 @@ async fn start() -> Channel {
             .add_service(Orders)
             .serve_with_incoming(incoming),
     );
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 async fn call(channel: &Channel, path: &'static str, msg: CreateOrder) -> Result<Created, Status> {
     let mut client = tonic::client::Grpc::new(channel.clone());
     client.ready().await.unwrap();
     client
-        .unary(tonic::Request::new(msg), PathAndQuery::from_static(path), ProstCodec::<CreateOrder, Created>::default())
+        .unary(
+            tonic::Request::new(msg),
+            PathAndQuery::from_static(path),
+            ProstCodec::<CreateOrder, Created>::default(),
+        )
         .await
         .map(tonic::Response::into_inner)
 }
@@ -97,9 +105,16 @@ async fn call(channel: &Channel, path: &'static str, msg: CreateOrder) -> Result
 #[tokio::test]
 async fn invalid_message_is_invalid_argument_with_field_violations() {
     let channel = start().await;
-    let ok = call(&channel, "/msec.test.v1.Orders/Create", CreateOrder { sku: "ABC".into(), lines: vec![Line { qty: 2 }] })
-        .await
-        .unwrap();
+    let ok = call(
+        &channel,
+        "/msec.test.v1.Orders/Create",
+        CreateOrder {
+            sku: "ABC".into(),
+            lines: vec![Line { qty: 2 }],
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.sku, "ABC");
 
     let bad = CreateOrder {
@@ -109,7 +124,9 @@ async fn invalid_message_is_invalid_argument_with_field_violations() {
     let status = call(&channel, "/msec.test.v1.Orders/Create", bad).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), msec_validate::grpc::MESSAGE);
-    let details = status.get_details_bad_request().expect("google.rpc.BadRequest in grpc-status-details-bin");
+    let details = status
+        .get_details_bad_request()
+        .expect("google.rpc.BadRequest in grpc-status-details-bin");
     let mut got: Vec<(String, String, String)> = details
         .field_violations
         .iter()
@@ -120,19 +137,33 @@ async fn invalid_message_is_invalid_argument_with_field_violations() {
         got,
         [
             ("lines[1].qty".into(), "RANGE".into(), "must be between 1 and 10".into()),
-            ("sku".into(), "LENGTH".into(), "must be between 1 and 8 characters long".into()),
+            (
+                "sku".into(),
+                "LENGTH".into(),
+                "must be between 1 and 8 characters long".into()
+            ),
         ]
     );
     let all = format!("{status:?}");
-    assert!(!all.contains("secret-sku") && !all.contains("77"), "values echoed: {all}");
+    assert!(
+        !all.contains("secret-sku") && !all.contains("77"),
+        "values echoed: {all}"
+    );
 }
 
 #[tokio::test]
 async fn firewall_answers_grpc_trailers_only() {
     let channel = start().await;
-    let status = call(&channel, "/msec.test.v1.Orders/%2e%2e", CreateOrder { sku: "A".into(), lines: vec![] })
-        .await
-        .unwrap_err();
+    let status = call(
+        &channel,
+        "/msec.test.v1.Orders/%2e%2e",
+        CreateOrder {
+            sku: "A".into(),
+            lines: vec![],
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("dot_segment"), "{}", status.message());
 }
@@ -140,7 +171,10 @@ async fn firewall_answers_grpc_trailers_only() {
 #[test]
 fn validated_records_a_decision() {
     let ctx = SecurityContext::new();
-    let mut req = tonic::Request::new(CreateOrder { sku: String::new(), lines: vec![] });
+    let mut req = tonic::Request::new(CreateOrder {
+        sku: String::new(),
+        lines: vec![],
+    });
     req.extensions_mut().insert(ctx.clone());
     assert!(req.validated().is_err());
     let d = ctx.decisions();

@@ -18,9 +18,18 @@ struct Shape {
 
 fn shape(v: &Value) -> Shape {
     match v {
-        Value::String(s) => Shape { nodes: 1, string: s.chars().count(), ..Shape::default() },
+        Value::String(s) => Shape {
+            nodes: 1,
+            string: s.chars().count(),
+            ..Shape::default()
+        },
         Value::Array(a) => {
-            let mut s = Shape { depth: 1, nodes: 1, items: a.len(), ..Shape::default() };
+            let mut s = Shape {
+                depth: 1,
+                nodes: 1,
+                items: a.len(),
+                ..Shape::default()
+            };
             for c in a {
                 let c = shape(c);
                 s.depth = s.depth.max(c.depth + 1);
@@ -32,7 +41,12 @@ fn shape(v: &Value) -> Shape {
             s
         }
         Value::Object(o) => {
-            let mut s = Shape { depth: 1, nodes: 1, keys: o.len(), ..Shape::default() };
+            let mut s = Shape {
+                depth: 1,
+                nodes: 1,
+                keys: o.len(),
+                ..Shape::default()
+            };
             for (k, c) in o {
                 let c = shape(c);
                 s.depth = s.depth.max(c.depth + 1);
@@ -43,7 +57,10 @@ fn shape(v: &Value) -> Shape {
             }
             s
         }
-        _ => Shape { nodes: 1, ..Shape::default() },
+        _ => Shape {
+            nodes: 1,
+            ..Shape::default()
+        },
     }
 }
 

@@ -42,7 +42,12 @@ async fn guard_passes_json_and_hands_over_the_bytes() {
     assert_eq!(a.status, 200);
     assert_eq!(a.text(), doc);
     assert_eq!(a.decisions(), "validate:allow:json_accepted");
-    let a = send(post_with(&format!("{base}/echo"), "application/problem+json; charset=utf-8", "[]")).await;
+    let a = send(post_with(
+        &format!("{base}/echo"),
+        "application/problem+json; charset=utf-8",
+        "[]",
+    ))
+    .await;
     assert_eq!(a.status, 200);
     // No body: not the guard's business.
     let a = send(get_req(&format!("{base}/echo"))).await;
@@ -78,11 +83,18 @@ async fn guard_refusals() {
 
     let a = send(post_json(&url, "[1,2,3,4,5,6,7,8,9]")).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (413, "json_array_too_long"));
-    let a = send(post_json(&url, format!("{{{}}}", (0..9).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",")))).await;
+    let a = send(post_json(
+        &url,
+        format!(
+            "{{{}}}",
+            (0..9).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",")
+        ),
+    ))
+    .await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (413, "json_too_many_keys"));
     let a = send(post_json(&url, format!("\"{}\"", "x".repeat(65)))).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (413, "json_string_too_long"));
-    let a = send(post_json(&url, format!("[{}]", vec!["[1,2,3,4,5,6,7]"; 8].join(",")))).await;
+    let a = send(post_json(&url, format!("[{}]", ["[1,2,3,4,5,6,7]"; 8].join(",")))).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (413, "json_too_many_nodes"));
     // Nothing of the document is echoed.
     assert!(!a.text().contains("[1,2"));
@@ -94,7 +106,10 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
     // No content-length: chunked transfer; 100 chunks of 100 bytes of whitespace exceed 4096 bytes.
     let chunks = (0..100).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b' '; 100]))));
     let body = StreamBody::new(futures_util::stream::iter(chunks));
-    let req = Request::post(format!("{base}/echo")).header("content-type", "application/json").body(body).unwrap();
+    let req = Request::post(format!("{base}/echo"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
     let a = send(req).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (413, "payload_too_large"));
 }
@@ -172,7 +187,12 @@ async fn schema_violations_are_422_with_pointers_and_no_values() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["pointer"].as_str().unwrap().to_owned(), e["code"].as_str().unwrap().to_owned()))
+            .map(|e| {
+                (
+                    e["pointer"].as_str().unwrap().to_owned(),
+                    e["code"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
         errors.sort();
         assert_eq!(
@@ -208,5 +228,10 @@ async fn grpc_requests_get_trailers_only_invalid_argument() {
     let a = send(req).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["grpc-status"], "3");
-    assert!(a.headers["grpc-message"].to_str().unwrap().starts_with("unsupported_media_type"));
+    assert!(
+        a.headers["grpc-message"]
+            .to_str()
+            .unwrap()
+            .starts_with("unsupported_media_type")
+    );
 }

@@ -34,7 +34,10 @@ fn one(route: &str, schema: Value) -> Result<SchemaSet, ConfigError> {
 
 fn violations(set: &SchemaSet, path: &str, doc: &Value) -> Vec<String> {
     let (_, s) = set.find(&Method::POST, path).unwrap();
-    s.violations(doc).into_iter().map(|e| format!("{}:{}", e.pointer, e.code)).collect()
+    s.violations(doc)
+        .into_iter()
+        .map(|e| format!("{}:{}", e.pointer, e.code))
+        .collect()
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn remote_ref_is_a_construction_error_not_a_fetch() {
 
     // Nested inside properties, and through $defs.
     let nested = json!({"type": "object", "properties": {"a": {"$ref": t.url("/a.json#/defs/x")}}});
-    assert!(matches!(one("POST /x", nested), Err(ConfigError::RemoteReference { .. })));
+    assert!(matches!(
+        one("POST /x", nested),
+        Err(ConfigError::RemoteReference { .. })
+    ));
     assert!(t.untouched());
 }
 
@@ -85,8 +91,14 @@ fn unknown_meta_schema_is_not_fetched() {
 #[test]
 fn registered_resources_resolve_locally() {
     let set = SchemaSet::builder()
-        .resource("https://schemas.example.com/common.json", json!({"$defs": {"sku": {"type": "string", "maxLength": 4}}}))
-        .route("POST /x", json!({"properties": {"sku": {"$ref": "https://schemas.example.com/common.json#/$defs/sku"}}}))
+        .resource(
+            "https://schemas.example.com/common.json",
+            json!({"$defs": {"sku": {"type": "string", "maxLength": 4}}}),
+        )
+        .route(
+            "POST /x",
+            json!({"properties": {"sku": {"$ref": "https://schemas.example.com/common.json#/$defs/sku"}}}),
+        )
         .build()
         .unwrap();
     assert!(violations(&set, "/x", &json!({"sku": "ABCD"})).is_empty());
@@ -95,7 +107,11 @@ fn registered_resources_resolve_locally() {
 
 #[test]
 fn local_refs_within_a_schema_work() {
-    let set = one("POST /x", json!({"$defs": {"n": {"type": "integer"}}, "items": {"$ref": "#/$defs/n"}})).unwrap();
+    let set = one(
+        "POST /x",
+        json!({"$defs": {"n": {"type": "integer"}}, "items": {"$ref": "#/$defs/n"}}),
+    )
+    .unwrap();
     assert_eq!(violations(&set, "/x", &json!([1, "a", 3])), ["/1:type"]);
 }
 
@@ -103,17 +119,17 @@ fn local_refs_within_a_schema_work() {
 fn danger_retriever_is_the_explicit_opt_in() {
     struct InMemory;
     impl jsonschema::Retrieve for InMemory {
-        fn retrieve(
-            &self,
-            uri: &jsonschema::Uri<String>,
-        ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
             assert_eq!(uri.as_str(), "https://schemas.example.com/id.json");
             Ok(json!({"type": "integer"}))
         }
     }
     let set = SchemaSet::builder()
         .danger_retriever(InMemory)
-        .route("POST /x", json!({"properties": {"id": {"$ref": "https://schemas.example.com/id.json"}}}))
+        .route(
+            "POST /x",
+            json!({"properties": {"id": {"$ref": "https://schemas.example.com/id.json"}}}),
+        )
         .build()
         .unwrap();
     assert_eq!(violations(&set, "/x", &json!({"id": "x"})), ["/id:type"]);
@@ -123,7 +139,11 @@ fn danger_retriever_is_the_explicit_opt_in() {
 fn drafts() {
     // Draft 4's boolean exclusiveMaximum.
     let d4 = json!({"maximum": 10, "exclusiveMaximum": true});
-    let set = SchemaSet::builder().draft(Draft::Draft4).route("POST /x", d4.clone()).build().unwrap();
+    let set = SchemaSet::builder()
+        .draft(Draft::Draft4)
+        .route("POST /x", d4.clone())
+        .build()
+        .unwrap();
     assert!(violations(&set, "/x", &json!(9)).is_empty());
     assert_eq!(violations(&set, "/x", &json!(10)), [":exclusiveMaximum"]);
 
@@ -131,7 +151,11 @@ fn drafts() {
     let tuple = json!({"prefixItems": [{"type": "integer"}]});
     let set = one("POST /x", tuple.clone()).unwrap();
     assert_eq!(violations(&set, "/x", &json!(["a"])), ["/0:type"]);
-    let set = SchemaSet::builder().draft(Draft::Draft7).route("POST /x", tuple).build().unwrap();
+    let set = SchemaSet::builder()
+        .draft(Draft::Draft7)
+        .route("POST /x", tuple)
+        .build()
+        .unwrap();
     assert!(violations(&set, "/x", &json!(["a"])).is_empty());
 
     // A schema's own `$schema` wins over the builder's draft.
@@ -142,9 +166,14 @@ fn drafts() {
 
 #[test]
 fn configuration_errors() {
-    assert!(matches!(one("POST /x", json!({"type": "no-such-type"})), Err(ConfigError::InvalidSchema { .. })));
+    assert!(matches!(
+        one("POST /x", json!({"type": "no-such-type"})),
+        Err(ConfigError::InvalidSchema { .. })
+    ));
     assert!(matches!(one("post /x", json!({})), Err(ConfigError::Route(_))));
-    let missing = SchemaSet::builder().route_file("POST /x", "/nonexistent/schema.json").build();
+    let missing = SchemaSet::builder()
+        .route_file("POST /x", "/nonexistent/schema.json")
+        .build();
     assert!(matches!(missing, Err(ConfigError::SchemaFile { .. })));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");
@@ -160,7 +189,13 @@ fn most_specific_route_wins() {
         .route("POST /v1/orders", json!({"type": "array"}))
         .build()
         .unwrap();
-    assert_eq!(set.find(&Method::POST, "/v1/orders").unwrap().1.route(), "POST /v1/orders");
-    assert_eq!(set.find(&Method::POST, "/v1/other").unwrap().1.route(), "POST /v1/{*rest}");
+    assert_eq!(
+        set.find(&Method::POST, "/v1/orders").unwrap().1.route(),
+        "POST /v1/orders"
+    );
+    assert_eq!(
+        set.find(&Method::POST, "/v1/other").unwrap().1.route(),
+        "POST /v1/{*rest}"
+    );
     assert!(set.find(&Method::GET, "/v1/orders").is_none());
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
@@ -16,11 +15,11 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{JsonChecked, JsonLimits, ReadJson, check_head, content_length, read_json};
+use super::{JsonChecked, JsonLimits, ReadJson, check_head, read_json};
+use crate::ConfigError;
 use crate::GuardedBody;
 use crate::codes;
 use crate::schema::{CompiledSchema, SchemaSet};
-use crate::ConfigError;
 
 pub(crate) const LAYER: &str = "validate";
 
@@ -148,12 +147,10 @@ impl<S> JsonGuard<S> {
     }
 }
 
+/// A request has a body unless its body says it is empty (`content-length: 0`, or none on a GET): hyper's
+/// incoming body reports both through `is_end_stream` / an exact size hint of 0.
 fn has_body<B: Body>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    h.contains_key(CONTENT_TYPE)
-        || h.contains_key(TRANSFER_ENCODING)
-        || content_length(h).is_some_and(|n| n > 0)
-        || !(req.body().is_end_stream() || req.body().size_hint().exact() == Some(0))
+    !(req.body().is_end_stream() || req.body().size_hint().exact() == Some(0))
 }
 
 fn deny(parts: &Parts, rejection: Rejection, route: Option<&str>) -> Rejection {
@@ -165,6 +162,7 @@ fn deny(parts: &Parts, rejection: Rejection, route: Option<&str>) -> Rejection {
             d.detail("route", r);
         }
     });
+    metrics::counter!("msec_validate_body_rejections_total", "code" => rejection.code().as_str()).increment(1);
     tracing::debug!(code = %rejection.code(), "request body refused");
     rejection
 }
@@ -327,7 +325,11 @@ where
                     });
                     match checked {
                         Ok((bytes, summary)) => {
-                            let code = if schema.is_some() { codes::SCHEMA_VALID } else { codes::JSON_ACCEPTED };
+                            let code = if schema.is_some() {
+                                codes::SCHEMA_VALID
+                            } else {
+                                codes::JSON_ACCEPTED
+                            };
                             context::record_with(&parts.extensions, LAYER, Outcome::Allow, code, |d| {
                                 d.detail("bytes", summary.bytes.to_string());
                                 if let Some(r) = route.as_deref() {

@@ -149,7 +149,9 @@ pin_project! {
 
 impl<B> std::fmt::Debug for ReadJson<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadJson").field("consumed", &self.scanner.consumed()).finish()
+        f.debug_struct("ReadJson")
+            .field("consumed", &self.scanner.consumed())
+            .finish()
     }
 }
 

@@ -413,7 +413,10 @@ impl JsonScanner {
                             i += 1;
                             // Fast path: the whole sequence is in this chunk.
                             let need = usize::from(need);
-                            if i + need <= n && (lo..=hi).contains(&c[i]) && c[i + 1..i + need].iter().all(|&x| (0x80..=0xBF).contains(&x)) {
+                            if i + need <= n
+                                && (lo..=hi).contains(&c[i])
+                                && c[i + 1..i + need].iter().all(|&x| (0x80..=0xBF).contains(&x))
+                            {
                                 i += need;
                             } else {
                                 self.utf8_need = need as u8;
@@ -671,7 +674,12 @@ mod tests {
             (b"[\xff]", GuardErrorKind::Syntax, 1),
         ];
         for (doc, k, off) in cases {
-            assert_eq!(kind(doc).map(|_| ()), Err((*k, *off)), "{}", String::from_utf8_lossy(doc));
+            assert_eq!(
+                kind(doc).map(|_| ()),
+                Err((*k, *off)),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
         }
     }
 
@@ -687,12 +695,21 @@ mod tests {
 
         let l = JsonLimits::unlimited().max_array_len(2).max_object_keys(1);
         assert!(check_json(b"[1,[2,3]]", &l).is_ok());
-        assert_eq!(check_json(b"[1,2,3]", &l).unwrap_err().kind(), GuardErrorKind::ArrayTooLong);
-        assert_eq!(check_json(br#"{"a":1,"a":2}"#, &l).unwrap_err().kind(), GuardErrorKind::TooManyKeys);
+        assert_eq!(
+            check_json(b"[1,2,3]", &l).unwrap_err().kind(),
+            GuardErrorKind::ArrayTooLong
+        );
+        assert_eq!(
+            check_json(br#"{"a":1,"a":2}"#, &l).unwrap_err().kind(),
+            GuardErrorKind::TooManyKeys
+        );
 
         let l = JsonLimits::unlimited().max_nodes(3);
         assert!(check_json(b"[1,2]", &l).is_ok());
-        assert_eq!(check_json(b"[1,2,3]", &l).unwrap_err().kind(), GuardErrorKind::TooManyNodes);
+        assert_eq!(
+            check_json(b"[1,2,3]", &l).unwrap_err().kind(),
+            GuardErrorKind::TooManyNodes
+        );
 
         let l = JsonLimits::unlimited().max_body_bytes(4);
         assert!(check_json(b"[12]", &l).is_ok());

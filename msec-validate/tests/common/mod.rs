@@ -51,7 +51,10 @@ impl Answer {
         self.json()["code"].as_str().unwrap_or("-").to_owned()
     }
     pub fn decisions(&self) -> String {
-        self.headers.get("x-decisions").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+        self.headers
+            .get("x-decisions")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -67,11 +70,18 @@ where
     let resp = client.request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub fn post(url: &str, content_type: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
-    Request::post(url).header("content-type", content_type).body(Full::new(body.into())).unwrap()
+    Request::post(url)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap()
 }
 
 pub fn post_json(url: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
