@@ -6,6 +6,7 @@
 
 mod authz;
 mod crypto;
+mod ratelimit;
 
 use std::fmt::Write as _;
 
@@ -142,6 +143,7 @@ async fn main() -> Result<(), BoxError> {
     println!("msec tour: every request below goes over real HTTP on 127.0.0.1\n");
     authz::run(&mut tour).await?;
     crypto::run(&mut tour).await?;
+    ratelimit::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
