@@ -44,7 +44,7 @@ struct Plain<'a> {
     time: String,
     request_id: &'a str,
     actor: PlainActor<'a>,
-    access: PlainAccess<'a>,
+    access: PlainAccess,
 }
 #[derive(Serialize)]
 struct PlainActor<'a> {
@@ -55,7 +55,7 @@ struct PlainActor<'a> {
     auth: &'static str,
 }
 #[derive(Serialize)]
-struct PlainAccess<'a> {
+struct PlainAccess {
     operation: &'static str,
     resource_type: &'static str,
     resource_id: String,
@@ -183,7 +183,7 @@ fn layer_latency(c: &mut Criterion) {
     g.bench_function("baseline handler (call + collect body)", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let resp = bare.clone().oneshot(request()).await.unwrap();
+                let resp = bare.oneshot(request()).await.unwrap();
                 black_box(resp.into_body().collect().await.unwrap());
             });
         });

@@ -84,20 +84,19 @@ struct Server {
     sink: MemorySink,
     log: AuditLog,
     public: msec_audit::PublicKey,
-    handled: Arc<AtomicUsize>,
 }
 
 async fn server(configure: impl FnOnce(msec_audit::AuditLayerBuilder) -> msec_audit::AuditLayerBuilder) -> Server {
     server_with(MemorySink::new(), AuditLog::builder(), configure).await
 }
 
-async fn server_with<S: msec_audit::Sink + Clone>(
+async fn server_with<S>(
     sink: S,
     builder: msec_audit::AuditLogBuilder,
     configure: impl FnOnce(msec_audit::AuditLayerBuilder) -> msec_audit::AuditLayerBuilder,
 ) -> Server
 where
-    S: Into<Option<MemorySink>>,
+    S: msec_audit::Sink + Clone + Into<Option<MemorySink>>,
 {
     let signer = CheckpointSigner::ephemeral().unwrap();
     let public = signer.public_key();
@@ -159,7 +158,6 @@ where
         sink: mem.unwrap_or_default(),
         log,
         public,
-        handled,
     }
 }
 
