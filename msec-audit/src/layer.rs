@@ -15,7 +15,7 @@
 //! middleware and every other layer in between see the usual body.
 //!
 //! **Levels** per route (first matching rule in declaration order, routes as in
-//! [`RouteSpec`](msec_core::route::RouteSpec)): [`Level::None`] writes nothing — unless a layer denied the
+//! [`RouteSpec`]): [`Level::None`] writes nothing — unless a layer denied the
 //! request (security decisions are always audited, at metadata level, if the queue has room); [`Level::Metadata`]
 //! the event without bodies; [`Level::Request`] adds the request body; [`Level::RequestResponse`] both bodies.
 //! Bodies are captured as they stream through (never buffered ahead), up to a limit; JSON and form bodies are
