@@ -54,7 +54,8 @@ pub enum Error {
     Rng,
 }
 
-/// Stable reason codes for [`Error::code`], as `msec_core` [`ReasonCode`]s (for a `Rejection` or a `Decision`).
+/// Stable reason codes for [`Error::code`], as [`ReasonCode`](msec_core::context::ReasonCode)s (for a `Rejection` or a
+/// `Decision`).
 pub mod reason {
     use msec_core::context::ReasonCode;
 
