@@ -519,3 +519,60 @@ async fn resumption_is_off_under_client_auth_unless_allowed() {
     // A resumed session keeps the identity of its first handshake.
     assert_eq!(id, json!("spiffe://example.org/ns/prod/sa/frontend"));
 }
+
+#[tokio::test]
+async fn per_route_allowlists_through_the_policy() {
+    use msec_core::policy::{AuthorizeLayer, Policy, Requirement};
+    let pki = Pki::new();
+    let policy = Policy::builder()
+        .allow(
+            "orders: the frontend only",
+            ["GET /orders"],
+            Requirement::peer_spiffe_id("spiffe://example.org/ns/prod/sa/frontend".parse().unwrap()),
+        )
+        .allow(
+            "reports: anything in prod",
+            ["GET /reports"],
+            Requirement::peer_spiffe_prefix(Pki::td(TD_A), "/ns/prod"),
+        )
+        .allow(
+            "partners: the other domain",
+            ["GET /partners"],
+            Requirement::peer_trust_domain(Pki::td(TD_B)),
+        )
+        .build()
+        .unwrap();
+    let ok = || async { "ok" };
+    let app = Router::new()
+        .route("/orders", get(ok))
+        .route("/reports", get(ok))
+        .route("/partners", get(ok))
+        .layer(AuthorizeLayer::new(policy));
+    let addr = start(pki.server_tls(ClientAuth::optional(pki.spiffe_trust())), app).await;
+    let frontend = pki.client_h1(Some(&pki.svid_a("/ns/prod/sa/frontend")));
+    let batch = pki.client_h1(Some(&pki.svid_a("/ns/prod/sa/batch")));
+    let production = pki.client_h1(Some(&pki.svid_a("/ns/production/sa/x")));
+    let partner = pki.client_h1(Some(&pki.b.svid("/ns/prod/sa/frontend")));
+    let anonymous = pki.client_h1(None);
+    let code = |o: Outcome| match o {
+        Outcome::Answered(200, _) => "ok".to_owned(),
+        Outcome::Answered(_, body) => serde_json::from_str::<Value>(&body).unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        other => panic!("{other:?}"),
+    };
+    for (client, path, want) in [
+        (&frontend, "/orders", "ok"),
+        (&batch, "/orders", "peer_not_allowed"),
+        (&partner, "/orders", "peer_not_allowed"),
+        (&anonymous, "/orders", "missing_peer_identity"),
+        (&batch, "/reports", "ok"),
+        (&production, "/reports", "peer_not_allowed"),
+        (&partner, "/reports", "peer_not_allowed"),
+        (&partner, "/partners", "ok"),
+        (&frontend, "/partners", "peer_not_allowed"),
+    ] {
+        assert_eq!(code(attempt(client, addr, path).await), want, "{path}");
+    }
+}
