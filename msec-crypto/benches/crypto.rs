@@ -176,11 +176,11 @@ fn blind_index(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("crypto_blind_index");
     g.bench_function("ring_hmac_sha256", |b| {
-        b.iter(|| black_box(hmac::sign(&raw_key, value.as_bytes())))
+        b.iter(|| black_box(hmac::sign(&raw_key, value.as_bytes())));
     });
     g.bench_function("msec_compute", |b| b.iter(|| black_box(idx.compute(value))));
     g.bench_function("msec_compute_bytes", |b| {
-        b.iter(|| black_box(idx.compute_bytes(value.as_bytes())))
+        b.iter(|| black_box(idx.compute_bytes(value.as_bytes())));
     });
     g.finish();
 }

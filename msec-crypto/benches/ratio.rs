@@ -12,6 +12,9 @@ use msec_crypto::{Algorithm, Context, Keyring};
 use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// A row: baseline name, msec algorithm, baseline call, msec call.
+type Row<'a> = (&'static str, &'static str, Box<dyn FnMut() + 'a>, Box<dyn FnMut() + 'a>);
+
 const ROUNDS: usize = 301;
 const PER_ROUND: u32 = 200;
 
@@ -59,7 +62,7 @@ fn main() {
                 .unwrap();
             black_box(buf);
         };
-        let rows: [(&str, &str, Box<dyn FnMut()>, Box<dyn FnMut()>); 3] = [
+        let rows: [Row<'_>; 3] = [
             (
                 "ring (counter nonce)",
                 "aes",
