@@ -7,6 +7,7 @@
 mod authz;
 mod crypto;
 mod ratelimit;
+mod validate;
 
 use std::fmt::Write as _;
 
@@ -144,6 +145,7 @@ async fn main() -> Result<(), BoxError> {
     authz::run(&mut tour).await?;
     crypto::run(&mut tour).await?;
     ratelimit::run(&mut tour).await?;
+    validate::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
