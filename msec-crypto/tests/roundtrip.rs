@@ -115,6 +115,12 @@ fn exact_size_bounds() {
             let ctx = Context::new("t", "c", "r");
             let ct = k.encrypt(&pt, &ctx).unwrap();
             assert_eq!(&*k.decrypt(&ct, &ctx).unwrap(), &pt[..], "len {len}");
+            assert_eq!(ct.as_bytes().len(), 82 + len);
+            assert_eq!(
+                ct.to_text().len(),
+                17 + (4 * (82 + len)).div_ceil(3),
+                "documented text overhead"
+            );
         }
     }
 }
