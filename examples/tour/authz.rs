@@ -1,9 +1,10 @@
 //! Authorization (msec-core): a deny-by-default route policy, problem+json rejections, secure headers.
 
-use std::sync::Arc;
-
 use axum::{Router, routing::get};
+use msec::authn::AuthnLayer;
+use msec::authn::jwt::{Issuer, JwtValidator};
 use msec::prelude::*;
+use msec_test_support::TestKey;
 use tower::ServiceBuilder;
 
 use crate::{BoxError, Tour};
@@ -28,32 +29,44 @@ routes = ["POST /v1/orders"]
 require = { scope = "orders:write" }
 "#;
 
-/// A stand-in for authentication until the tour's authn section wires msec-authn: it turns the demo header
-/// `x-demo-principal: <subject> <scope,...>` into a `Principal`. Never do this in a real service.
-async fn demo_principal(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let principal = req
-        .headers()
-        .get("x-demo-principal")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(sub, scopes)| Arc::new(Principal::builder(sub).scopes(scopes.split(',')).build()));
-    if let Some(p) = principal {
-        req.extensions_mut().insert(p);
-    }
-    next.run(req).await
+/// The issuer whose tokens this section's service accepts (keys configured statically: the authn section shows
+/// JWKS discovery).
+const ISSUER: &str = "https://id.tour.example";
+
+/// An access token for `sub` with `scope`, signed by the tour issuer's key.
+fn token(sub: &str, scope: &str) -> String {
+    TestKey::es256()
+        .token()
+        .iss(ISSUER)
+        .aud("orders-api")
+        .sub(sub)
+        .scope(scope)
+        .sign()
 }
 
 pub async fn run(tour: &mut Tour) -> Result<(), BoxError> {
     let policy = Policy::from_toml(POLICY)?;
+    let validator = JwtValidator::builder()
+        .issuer(
+            Issuer::new(ISSUER)
+                .audience("orders-api")
+                .jwk_set(msec_test_support::keys::jwks(&[&TestKey::es256()])),
+        )
+        .build()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/orders/{id}", get(|p: Principal| async move { format!("order for {}", p.subject) }))
+        .route(
+            "/v1/orders/{id}",
+            get(|p: Principal| async move { format!("order for {}", p.subject) }),
+        )
         .route("/v1/orders", axum::routing::post(|| async { "created" }))
         .route("/admin", get(|| async { "admin" }))
         .layer(
             ServiceBuilder::new()
                 .layer(SecureHeadersLayer::api())
-                .layer(axum::middleware::from_fn(demo_principal))
+                // Optional: a request without a token goes on as anonymous, so the policy decides (public health
+                // check, 401 on orders); a bad token is still refused here.
+                .layer(AuthnLayer::jwt(validator).optional().realm("tour"))
                 .layer(AuthorizeLayer::new(policy).realm("tour")),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -61,16 +74,29 @@ pub async fn run(tour: &mut Tour) -> Result<(), BoxError> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let s = "authz";
-    let reader = [("x-demo-principal", "alice orders:read")];
+    let reader_token = format!("Bearer {}", token("alice", "orders:read"));
+    let reader = [("authorization", reader_token.as_str())];
     let a = tour.send(crate::get(&format!("{base}/healthz"), &[])).await?;
     tour.record(s, "GET /healthz (public)", &a, (200, "-"));
     let a = tour.send(crate::get(&format!("{base}/v1/orders/7"), &[])).await?;
-    tour.record(s, "GET /v1/orders/7, no principal", &a, (401, "missing_credentials"));
+    tour.record(s, "GET /v1/orders/7, no token", &a, (401, "missing_credentials"));
     let a = tour.send(crate::get(&format!("{base}/v1/orders/7"), &reader)).await?;
-    tour.record(s, "GET /v1/orders/7 with orders:read", &a, (200, "-"));
-    let a = tour.send(crate::post_json(&format!("{base}/v1/orders"), &reader, "{}")).await?;
-    tour.record(s, "POST /v1/orders with orders:read only", &a, (403, "insufficient_scope"));
+    tour.record(s, "GET /v1/orders/7, token with orders:read", &a, (200, "-"));
+    let a = tour
+        .send(crate::post_json(&format!("{base}/v1/orders"), &reader, "{}"))
+        .await?;
+    tour.record(
+        s,
+        "POST /v1/orders, token with orders:read only",
+        &a,
+        (403, "insufficient_scope"),
+    );
     let a = tour.send(crate::get(&format!("{base}/admin"), &reader)).await?;
-    tour.record(s, "GET /admin (no rule: denied by default)", &a, (403, "no_matching_rule"));
+    tour.record(
+        s,
+        "GET /admin (no rule: denied by default)",
+        &a,
+        (403, "no_matching_rule"),
+    );
     Ok(())
 }

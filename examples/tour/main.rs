@@ -4,6 +4,7 @@
 //! Run: `cargo run --example tour`
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod authn;
 mod authz;
 mod crypto;
 mod ratelimit;
@@ -146,6 +147,7 @@ async fn main() -> Result<(), BoxError> {
     crypto::run(&mut tour).await?;
     ratelimit::run(&mut tour).await?;
     validate::run(&mut tour).await?;
+    authn::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
