@@ -52,8 +52,15 @@ fn main() {
         tracked,
         msec
     );
-    println!("  governor keyed (HashMap): {:>6.1} B/key  ({} B)", governor_bytes as f64 / f64::from(N), governor_bytes);
-    println!("  documented bound:         {:>6} B/key of the cap", msec_ratelimit::BYTES_PER_KEY_BOUND);
+    println!(
+        "  governor keyed (HashMap): {:>6.1} B/key  ({} B)",
+        governor_bytes as f64 / f64::from(N),
+        governor_bytes
+    );
+    println!(
+        "  documented bound:         {:>6} B/key of the cap",
+        msec_ratelimit::BYTES_PER_KEY_BOUND
+    );
     drop((local, gov));
 
     // One Redis rate-limit key, as the Lua script writes it (a decimal TAT in microseconds with a PX TTL).

@@ -37,6 +37,11 @@ fn check(c: &mut Criterion) {
     // Generous quotas so every call takes the "allowed" path, as most production calls do.
     let gov = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()));
     let local = LocalLimiter::new(Quota::per_second(1_000_000_000), 100_000, Arc::new(SystemClock));
+    // The same governor limiter timed like msec's (msec-core's injected clock instead of quanta's TSC).
+    let gov_std = governor::RateLimiter::hashmap_with_clock(
+        governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()),
+        msec_ratelimit::ClockBridge(Arc::new(SystemClock)),
+    );
     let mut g = c.benchmark_group("check");
     let mut i = 0usize;
     g.bench_function("governor_check_key", |b| {
@@ -44,6 +49,17 @@ fn check(c: &mut Criterion) {
             i = (i + 1) % ips.len();
             black_box(gov.check_key(&ips[i]).is_ok())
         });
+    });
+    g.bench_function("governor_check_key_msec_clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % ips.len();
+            black_box(gov_std.check_key(&ips[i]).is_ok())
+        });
+    });
+    g.bench_function("clock_read_msec_core_system_clock", |b| {
+        use msec_core::clock::Clock;
+        let c = SystemClock;
+        b.iter(|| black_box(c.monotonic()));
     });
     g.bench_function("msec_local_check", |b| {
         b.iter(|| {
@@ -83,18 +99,39 @@ fn layer(c: &mut Criterion) {
         let mut svc = inner;
         b.iter(|| {
             i = (i + 1) % ips.len();
-            black_box(svc.ready().now_or_never().unwrap().unwrap().call(req(ips[i])).now_or_never().unwrap().unwrap())
+            black_box(
+                svc.ready()
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .call(req(ips[i]))
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
         });
     });
     for (name, layer) in [
         ("ratelimit_layer_with_headers", RateLimitLayer::new(limiter.clone())),
-        ("ratelimit_layer_hidden_headers", RateLimitLayer::new(limiter.clone()).hide_headers()),
+        (
+            "ratelimit_layer_hidden_headers",
+            RateLimitLayer::new(limiter.clone()).hide_headers(),
+        ),
     ] {
         let mut svc = layer.layer(inner);
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % ips.len();
-                black_box(svc.ready().now_or_never().unwrap().unwrap().call(req(ips[i])).now_or_never().unwrap().unwrap())
+                black_box(
+                    svc.ready()
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap()
+                        .call(req(ips[i]))
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap(),
+                )
             });
         });
     }
@@ -109,7 +146,11 @@ fn redis(c: &mut Criterion) {
     use msec_ratelimit::FailurePolicy;
     use msec_ratelimit::redis::RedisBackendBuilder;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let reachable = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:6379"))
             .await
@@ -124,7 +165,9 @@ fn redis(c: &mut Criterion) {
         RateLimiter::builder()
             .rule(Rule::new("per-ip", Quota::per_second(1_000_000_000)))
             .redis(
-                RedisBackendBuilder::new("redis://127.0.0.1:6379").prefix(prefix).timeout(Duration::from_secs(2)),
+                RedisBackendBuilder::new("redis://127.0.0.1:6379")
+                    .prefix(prefix)
+                    .timeout(Duration::from_secs(2)),
                 FailurePolicy::FailClosed,
             )
             .build()

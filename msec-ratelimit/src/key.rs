@@ -90,9 +90,9 @@ impl Key {
 
     /// The key of an address, masked to `/v4_prefix` or `/v6_prefix` (clamped to 32 / 128).
     pub fn ip(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Self {
-        let mut b = KeyBuf::new();
-        b.ip(ip, v4_prefix, v6_prefix);
-        b.finish()
+        let mut buf = [0u8; INLINE];
+        let len = write_ip(&mut buf, ip, v4_prefix, v6_prefix);
+        Self(Repr::Inline { len: len as u8, buf })
     }
 
     /// A subject key, as [`KeySpec::subject`] makes it.
@@ -137,7 +137,11 @@ impl Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (&self.0, &other.0) {
+            // Bytes past `len` are always zero, so whole fixed-size buffers compare without a memcmp call.
+            (Repr::Inline { len: a, buf: x }, Repr::Inline { len: b, buf: y }) => a == b && x == y,
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 impl Eq for Key {}
@@ -259,33 +263,9 @@ impl KeyBuf {
     }
 
     fn ip(&mut self, ip: IpAddr, v4_prefix: u8, v6_prefix: u8) {
-        match canonical(ip) {
-            IpAddr::V4(v4) => {
-                let p = v4_prefix.min(32);
-                let bits = u32::from(v4);
-                let masked = if p == 0 {
-                    0
-                } else {
-                    bits & (u32::MAX << (32 - u32::from(p)))
-                };
-                let o = masked.to_be_bytes();
-                self.extend(&[TAG_V4, o[0], o[1], o[2], o[3], p]);
-            }
-            IpAddr::V6(v6) => {
-                let p = v6_prefix.min(128);
-                let bits = u128::from(v6);
-                let masked = if p == 0 {
-                    0
-                } else {
-                    bits & (u128::MAX << (128 - u32::from(p)))
-                };
-                let mut out = [0u8; 18];
-                out[0] = TAG_V6;
-                out[1..17].copy_from_slice(&masked.to_be_bytes());
-                out[17] = p;
-                self.extend(&out);
-            }
-        }
+        let mut out = [0u8; INLINE];
+        let n = write_ip(&mut out, ip, v4_prefix, v6_prefix);
+        self.extend(&out[..n]);
     }
 
     fn text(&mut self, label: &str, value: &[u8]) {
@@ -315,6 +295,38 @@ impl KeyBuf {
                     buf,
                 })
             }
+        }
+    }
+}
+
+/// Writes the encoding of a masked address into `out`; returns its length (6 or 18).
+fn write_ip(out: &mut [u8; INLINE], ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> usize {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let p = v4_prefix.min(32);
+            let bits = u32::from(v4);
+            let masked = if p == 0 {
+                0
+            } else {
+                bits & (u32::MAX << (32 - u32::from(p)))
+            };
+            out[0] = TAG_V4;
+            out[1..5].copy_from_slice(&masked.to_be_bytes());
+            out[5] = p;
+            6
+        }
+        IpAddr::V6(v6) => {
+            let p = v6_prefix.min(128);
+            let bits = u128::from(v6);
+            let masked = if p == 0 {
+                0
+            } else {
+                bits & (u128::MAX << (128 - u32::from(p)))
+            };
+            out[0] = TAG_V6;
+            out[1..17].copy_from_slice(&masked.to_be_bytes());
+            out[17] = p;
+            18
         }
     }
 }
@@ -504,8 +516,11 @@ impl KeySpec {
 
     /// The key of a request, or `None` when the request has no value for it.
     pub fn extract(&self, req: &RequestInfo<'_>) -> Option<Key> {
-        if let Spec::Custom(c) = &self.0 {
-            return c.extract(req);
+        match &self.0 {
+            Spec::Custom(c) => return c.extract(req),
+            // The common case, without the general key builder.
+            Spec::ClientIp { v4, v6 } => return req.client_addr().map(|a| Key::ip(a.ip(), *v4, *v6)),
+            _ => {}
         }
         let mut b = KeyBuf::new();
         self.write(req, &mut b).then(|| b.finish())

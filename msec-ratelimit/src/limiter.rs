@@ -1,6 +1,6 @@
 //! [`RateLimiter`]: the rules, the backend and the penalty box, shared by every clone of a layer.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -438,9 +438,12 @@ impl Inner {
     /// The `RateLimit` field item for rule `i`.
     pub(crate) fn ratelimit_value(&self, i: usize, out: &RuleOutcome) -> HeaderValue {
         let c = &self.rules[i];
-        let mut s = String::with_capacity(c.item.len() + 24);
+        let mut s = String::with_capacity(c.item.len() + 32);
         s.push_str(&c.item);
-        let _ = write!(s, ";r={};t={}", out.remaining, ceil_secs(out.reset));
+        s.push_str(";r=");
+        push_u64(&mut s, u64::from(out.remaining));
+        s.push_str(";t=");
+        push_u64(&mut s, ceil_secs(out.reset));
         HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("\"?\";r=0"))
     }
 
@@ -456,6 +459,21 @@ impl Inner {
             }
         });
     }
+}
+
+/// Appends the decimal digits of `n` (no formatting machinery: this runs on every response).
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
 /// Retry-After seconds for a wait (at least 1).

@@ -98,6 +98,8 @@ pub struct LocalLimiter {
     store: Arc<BoundedMap<Key, u64>>,
     clock: SharedClock,
     quota: Quota,
+    /// `quota.emission_interval()`, computed once (a u128 division).
+    interval: Duration,
 }
 
 impl fmt::Debug for LocalLimiter {
@@ -128,6 +130,7 @@ impl LocalLimiter {
             store,
             clock,
             quota,
+            interval: quota.emission_interval(),
         }
     }
 
@@ -138,7 +141,7 @@ impl LocalLimiter {
 
     /// Spends `cost` units of `key`'s quota if they are available.
     pub fn check(&self, key: &Key, cost: NonZeroU32) -> RuleOutcome {
-        let t = self.quota.emission_interval();
+        let t = self.interval;
         let burst = self.quota.burst_size().get();
         match self.gov.check_key_n(key, cost) {
             Ok(Ok(snap)) => {

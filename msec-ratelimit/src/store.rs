@@ -4,8 +4,8 @@
 //! after it the key is indistinguishable from a fresh one). Eviction runs inside normal operations, so no
 //! cleanup thread is needed:
 //!
-//! - every `max(shard capacity, 1024)` operations, the expired entries of the next shard (round robin) are
-//!   dropped (lossless: an expired entry is indistinguishable from an absent one);
+//! - every `max(shard capacity, 1024)` operations on a shard, its expired entries are dropped (lossless: an
+//!   expired entry is indistinguishable from an absent one);
 //! - inserting into a full shard first drops its expired entries; if none are, it drops the eighth of entries
 //!   that expire soonest ("pressure" eviction). For a rate limiter these are the keys with the least debt, so
 //!   a flood of fresh keys evicts other fresh keys, never a key that is being held back.
@@ -72,6 +72,7 @@ type Table<K, V> = HashMap<Prehashed<K>, V, BuildHasherDefault<PassThrough>>;
 
 struct Shard<K, V> {
     map: Table<K, V>,
+    ops: usize,
 }
 
 /// Counters of a store, for metrics and tests.
@@ -93,7 +94,6 @@ pub(crate) struct BoundedMap<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     shard_cap: usize,
     sweep_every: usize,
-    ops: AtomicUsize,
     hasher: RandomState,
     clock: SharedClock,
     origin: AtomicU64,
@@ -113,6 +113,7 @@ impl<K: Hash + Eq + Clone, V: Expiring> BoundedMap<K, V> {
             .map(|_| {
                 Mutex::new(Shard {
                     map: HashMap::default(),
+                    ops: 0,
                 })
             })
             .collect();
@@ -121,7 +122,6 @@ impl<K: Hash + Eq + Clone, V: Expiring> BoundedMap<K, V> {
             shards,
             shard_cap,
             sweep_every: shard_cap.max(1024),
-            ops: AtomicUsize::new(0),
             hasher: RandomState::new(),
             clock,
             origin: AtomicU64::new(origin),
@@ -164,16 +164,15 @@ impl<K: Hash + Eq + Clone, V: Expiring> BoundedMap<K, V> {
         let hash = self.hasher.hash_one(key);
         let idx = (hash >> 32) as usize % self.shards.len();
         let pk = Prehashed { hash, key: key.clone() };
-        // Every `sweep_every` operations, sweep the next shard (round robin): amortised O(1) per operation,
-        // and every shard is swept while there is any traffic at all.
-        let op = self.ops.fetch_add(1, Ordering::Relaxed);
-        if op % self.sweep_every == self.sweep_every - 1 {
-            let j = (op / self.sweep_every) % self.shards.len();
+        let mut g = self.lock(idx);
+        // Every `sweep_every` operations on a shard, drop its expired entries: amortised O(1) per operation, and
+        // the counter lives under the shard's lock, so threads on other shards share no cache line.
+        g.ops += 1;
+        if g.ops >= self.sweep_every {
+            g.ops = 0;
             let now = self.now();
-            let mut g = self.lock(j);
             self.drop_expired(&mut g, now);
         }
-        let mut g = self.lock(idx);
         if let Some(v) = g.map.get_mut(&pk) {
             let mut slot = Some(*v);
             let r = f(&mut slot);
@@ -320,11 +319,11 @@ mod tests {
         }
         assert_eq!(s.len(), 2_000);
         c.advance(Duration::from_micros(2));
-        // Ordinary traffic on three other keys sweeps every shard in turn.
-        for i in 0..40_000u32 {
-            s.update(&(1_000_000 + (i % 3)), |v| *v = Some(u64::MAX));
+        // Ordinary traffic on other keys sweeps every shard it touches.
+        for i in 0..200_000u32 {
+            s.update(&(1_000_000 + (i % 512)), |v| *v = Some(u64::MAX));
         }
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 512);
         assert_eq!(s.stats().idle_evictions, 2_000);
     }
 
