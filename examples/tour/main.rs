@@ -9,6 +9,7 @@ mod authz;
 mod crypto;
 mod ratelimit;
 mod validate;
+mod audit;
 
 use std::fmt::Write as _;
 
@@ -148,6 +149,7 @@ async fn main() -> Result<(), BoxError> {
     ratelimit::run(&mut tour).await?;
     validate::run(&mut tour).await?;
     authn::run(&mut tour).await?;
+    audit::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
