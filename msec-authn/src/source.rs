@@ -130,8 +130,9 @@ fn bearer<'a>(head: &RequestHead<'a>) -> Extracted<'a> {
     if values.next().is_some() {
         return Extracted::Malformed("more than one Authorization header");
     }
-    let Ok(s) = v.to_str() else {
-        return Extracted::Malformed("Authorization header is not visible ASCII");
+    // UTF-8 is checked here (fast for ASCII); the token's own alphabet is checked by whoever parses it.
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return Extracted::Malformed("Authorization header is not UTF-8");
     };
     let token = s[6..].trim_start_matches(' ').trim_end();
     if token.is_empty() {

@@ -448,3 +448,74 @@ async fn axum_over_real_http_with_the_principal_extractor() {
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()[WWW_AUTHENTICATE], "Bearer realm=\"axum\"");
 }
+
+/// Which issuers and audiences a route accepts is authorization: msec-core's policy behind the authn layer.
+#[tokio::test]
+async fn per_route_issuers_and_audiences_through_the_policy() {
+    use http_body_util::BodyExt;
+    use msec_core::policy::{AuthorizeLayer, Policy, Requirement};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let staff = TestKey::rs256();
+    let customers = TestKey::es256();
+    let v = JwtValidator::builder()
+        .issuer(Issuer::new("https://staff.example.com").audience("api").jwk_set(msec_test_support::keys::jwks(&[&staff])))
+        .issuer(
+            Issuer::new("https://customers.example.com")
+                .audiences(["api", "shop"])
+                .jwk_set(msec_test_support::keys::jwks(&[&customers])),
+        )
+        .build()
+        .unwrap();
+    let policy = Policy::builder()
+        .allow("staff only", ["GET /admin/{*rest}"], Requirement::issuer("https://staff.example.com"))
+        .allow("shop audience", ["GET /shop/{*rest}"], Requirement::audience("shop"))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuthnLayer::jwt(v))
+        .layer(AuthorizeLayer::new(policy))
+        .service(common::echo());
+    let send = |path: &str, token: String| {
+        let svc = svc.clone();
+        let req = http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        async move {
+            let resp = svc.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "-".into());
+            (status, code)
+        }
+    };
+    let staff_token = staff.token().iss("https://staff.example.com").aud("api").sub("ops").sign();
+    let customer_api = customers.token().iss("https://customers.example.com").aud("api").sub("c").sign();
+    let customer_shop = customers
+        .token()
+        .iss("https://customers.example.com")
+        .claim("aud", json!(["api", "shop"]))
+        .sub("c")
+        .sign();
+    assert_eq!(send("/admin/users", staff_token.clone()).await, (200, "-".into()));
+    assert_eq!(send("/admin/users", customer_api.clone()).await, (403, "issuer_not_allowed".into()));
+    assert_eq!(send("/shop/cart", customer_shop).await, (200, "-".into()));
+    assert_eq!(send("/shop/cart", customer_api).await, (403, "audience_not_allowed".into()));
+    assert_eq!(send("/shop/cart", staff_token).await, (403, "audience_not_allowed".into()));
+}
+
+/// Without a SecurityContext (no audit layer) the layer still authenticates; nothing is recorded.
+#[tokio::test]
+async fn works_without_a_security_context() {
+    use tower::{Layer, ServiceExt};
+    let svc = AuthnLayer::jwt(validator()).layer(common::echo());
+    let resp = svc.clone().oneshot(bearer(&token("solo"))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = svc.oneshot(anonymous("/x")).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.extensions().get::<msec_core::Rejection>().is_some(), "the typed rejection travels with the response");
+}

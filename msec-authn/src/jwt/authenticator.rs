@@ -1,8 +1,8 @@
 //! [`JwtAuthenticator`]: finds a JWT in a request and verifies it with a [`JwtValidator`].
 
 use super::compact::looks_like_jws;
-use super::validator::JwtValidator;
-use crate::authenticator::{Attempt, Authenticator, RequestHead};
+use super::validator::{JwtValidator, Lookup};
+use crate::authenticator::{Attempt, AuthnFuture, Authenticator, RequestHead};
 use crate::error::{AuthnError, AuthnErrorKind, ConfigError};
 use crate::source::{Extracted, TokenSource};
 
@@ -81,20 +81,16 @@ impl Authenticator for JwtAuthenticator {
                     return Attempt::Declined(AuthnError::new(AuthnErrorKind::MalformedToken, why));
                 }
                 Extracted::Found(token) => {
-                    let max = self.validator.max_token_bytes();
-                    if token.len() > max {
-                        return Attempt::Declined(AuthnError::new(
-                            AuthnErrorKind::TokenTooLarge,
-                            format!("{} bytes, limit {max}", token.len()),
-                        ));
-                    }
-                    if !looks_like_jws(&token) {
-                        return Attempt::Declined(AuthnError::new(
+                    // The cache first: a hit needs neither the shape check nor any parsing.
+                    return match self.validator.lookup(&token) {
+                        Lookup::Hit(a) => Attempt::Claimed(AuthnFuture::ready(Ok(a))),
+                        Lookup::Refused(e) => Attempt::Declined(e),
+                        Lookup::Miss(_) if !looks_like_jws(&token) => Attempt::Declined(AuthnError::new(
                             AuthnErrorKind::MalformedToken,
                             "not a compact JWS (three base64url segments)",
-                        ));
-                    }
-                    return Attempt::Claimed(self.validator.validate(&token));
+                        )),
+                        Lookup::Miss(digest) => Attempt::Claimed(self.validator.verify(&token, digest)),
+                    };
                 }
             }
         }

@@ -58,23 +58,40 @@ struct RawHeader {
     enc: Present,
 }
 
+/// Byte classes: 1 = base64url symbol, 2 = `.`, 0 = anything else.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            1
+        } else if b == b'.' {
+            2
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_b64url(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    CLASS[usize::from(b)] == 1
 }
 
 /// True when `token` has the shape of a compact JWS: three base64url segments. Used to decide whether a bearer
 /// credential is "ours" before any decoding.
 pub(crate) fn looks_like_jws(token: &str) -> bool {
-    let mut dots = 0;
+    let mut dots = 0usize;
+    let mut bad = false;
     for &b in token.as_bytes() {
-        if b == b'.' {
-            dots += 1;
-        } else if !is_b64url(b) {
-            return false;
-        }
+        let c = CLASS[usize::from(b)];
+        dots += usize::from(c == 2);
+        bad |= c == 0;
     }
-    dots == 2
+    !bad && dots == 2
 }
 
 /// Splits and checks the compact form and parses the header. `max_len` is checked before anything else.

@@ -14,7 +14,7 @@ use super::compact;
 use super::issuer::{Issuer, KeySpec};
 use super::mapping::ClaimMapping;
 use crate::authenticator::{Authenticated, AuthnFuture, AuthnResult};
-use crate::cache::{self, Entry, TokenCache};
+use crate::cache::{self, Digest, Entry, TokenCache};
 use crate::error::{AuthnError, AuthnErrorKind, ConfigError};
 use crate::keys::store::{KeyStore, RemoteSource, oidc_discovery_url, rfc8414_url};
 use crate::keys::{self, HttpConfig, JwkRules, KeyFetchError, KeySet, KeyStatus, RefreshConfig, alg_name};
@@ -34,6 +34,9 @@ struct Inner {
     max_token_bytes: usize,
     cache: Option<Arc<TokenCache>>,
     clock: SharedClock,
+    // Registered once (a metrics recorder must be installed before the validator is built).
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 /// Verifies JWT access tokens: strict compact parsing, issuer routing by `iss`, a key bound to the header `alg`,
@@ -118,6 +121,16 @@ impl fmt::Debug for JwtValidatorBuilder {
             .field("refresh", &self.refresh)
             .finish()
     }
+}
+
+/// The result of a cache lookup.
+pub(crate) enum Lookup {
+    /// A cached verification.
+    Hit(Authenticated),
+    /// Not cached (the digest is `Some` when a cache is configured).
+    Miss(Option<Digest>),
+    /// Refused before any lookup (too large).
+    Refused(AuthnError),
 }
 
 enum Stop {
@@ -256,6 +269,8 @@ impl JwtValidatorBuilder {
                 max_token_bytes: self.max_token_bytes,
                 cache,
                 clock: self.clock,
+                hits: metrics::counter!("msec_authn_token_cache_total", "result" => "hit"),
+                misses: metrics::counter!("msec_authn_token_cache_total", "result" => "miss"),
             }),
         })
     }
@@ -365,7 +380,21 @@ impl JwtValidator {
 
     /// Verifies `token`. Ready at once unless keys must be fetched first.
     pub fn validate(&self, token: &str) -> AuthnFuture<AuthnResult> {
-        match self.inner.run(token, true) {
+        match self.inner.lookup(token) {
+            Lookup::Hit(a) => AuthnFuture::ready(Ok(a)),
+            Lookup::Refused(e) => AuthnFuture::ready(Err(e)),
+            Lookup::Miss(digest) => self.verify(token, digest),
+        }
+    }
+
+    /// The cache lookup (after the size check): a hit, or the digest to store the verification under.
+    pub(crate) fn lookup(&self, token: &str) -> Lookup {
+        self.inner.lookup(token)
+    }
+
+    /// Full verification of a token that missed the cache.
+    pub(crate) fn verify(&self, token: &str, digest: Option<Digest>) -> AuthnFuture<AuthnResult> {
+        match self.inner.run(token, true, digest) {
             Ok(a) => AuthnFuture::ready(Ok(a)),
             Err(Stop::Fail(e)) => AuthnFuture::ready(Err(e)),
             Err(Stop::Fetch { issuer, seen }) => {
@@ -374,7 +403,7 @@ impl JwtValidator {
                 AuthnFuture::pending(async move {
                     let keys = Arc::clone(&inner.issuers[issuer as usize].keys);
                     keys.refetch(seen).await;
-                    match inner.run(&token, false) {
+                    match inner.run(&token, false, digest) {
                         Ok(a) => Ok(a),
                         Err(Stop::Fail(e)) => Err(e),
                         Err(Stop::Fetch { .. }) => Err(AuthnError::new(AuthnErrorKind::KeysUnavailable, "no keys")),
@@ -466,28 +495,32 @@ impl Inner {
         true
     }
 
-    fn run(&self, token: &str, may_fetch: bool) -> Result<Authenticated, Stop> {
+    fn lookup(&self, token: &str) -> Lookup {
         if token.len() > self.max_token_bytes {
-            return Err(fail(
+            return Lookup::Refused(AuthnError::new(
                 AuthnErrorKind::TokenTooLarge,
                 format!("{} bytes, limit {}", token.len(), self.max_token_bytes),
             ));
         }
-        let digest = self.cache.as_ref().map(|c| (c, cache::digest(token)));
-        if let Some((c, d)) = &digest {
-            if let Some(e) = c.get(d) {
-                if self.cached(&e) {
-                    metrics::counter!("msec_authn_token_cache_total", "result" => "hit").increment(1);
-                    return Ok(Authenticated {
-                        principal: e.principal,
-                        cached: true,
-                    });
-                }
-                c.remove(d);
+        let Some(c) = &self.cache else {
+            return Lookup::Miss(None);
+        };
+        let d = cache::digest(token);
+        if let Some(e) = c.get(&d) {
+            if self.cached(&e) {
+                self.hits.increment(1);
+                return Lookup::Hit(Authenticated {
+                    principal: e.principal,
+                    cached: true,
+                });
             }
-            metrics::counter!("msec_authn_token_cache_total", "result" => "miss").increment(1);
+            c.remove(&d);
         }
+        self.misses.increment(1);
+        Lookup::Miss(Some(d))
+    }
 
+    fn run(&self, token: &str, may_fetch: bool, digest: Option<Digest>) -> Result<Authenticated, Stop> {
         let parts = compact::split(token, self.max_token_bytes)?;
         let claims = compact::claims(parts.payload)?;
         let iss = match claims.get("iss") {
@@ -550,7 +583,7 @@ impl Inner {
         let now = i64::try_from(self.clock.unix_secs()).unwrap_or(i64::MAX);
         let exp = issuer.rules.check(parts.header.typ.as_deref(), &claims, now)?;
         let principal = Arc::new(issuer.mapping.principal(&issuer.name, alg, kid, exp, claims)?);
-        if let Some((c, d)) = digest {
+        if let (Some(c), Some(d)) = (&self.cache, digest) {
             c.insert(
                 d,
                 Entry {
