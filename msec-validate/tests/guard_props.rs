@@ -241,3 +241,12 @@ fn invalid_utf8_offset_matches_std() {
     assert_eq!(e.offset(), std::str::from_utf8(&doc).unwrap_err().valid_up_to());
     assert_eq!(e.offset(), 13);
 }
+
+/// Found by cargo-fuzz: 81 `[` then a truncated number. serde_json calls it a syntax error (its own recursion
+/// limit is 128); the guard stops earlier, at its depth limit. Both refuse.
+#[test]
+fn fuzz_regression_deep_then_invalid() {
+    let mut doc = vec![b'['; 81];
+    doc.extend_from_slice(b"9E+");
+    msec_validate::fuzz::json_guard(&doc);
+}
