@@ -135,6 +135,11 @@ pub struct Stats {
     pub next_seq: u64,
 }
 
+/// `try_recv` + `yield_now` rounds before the writer parks.
+const SPIN_BEFORE_PARK: usize = 64;
+/// Empty `try_recv` rounds tolerated while gathering a batch.
+const LINGER: usize = 4;
+
 type CheckpointHook = Arc<dyn Fn(&Record) + Send + Sync>;
 
 enum Msg {
@@ -652,21 +657,47 @@ impl Writer {
         self.commit(0, true);
         let mut msgs: Vec<Msg> = Vec::with_capacity(self.batch);
         loop {
-            let wait = self.next_wakeup();
-            let first = match rx.recv_timeout(wait) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Every handle is gone without a shutdown: seal what we have.
-                    self.finish(&rx, None);
-                    return;
-                }
-            };
-            msgs.extend(first);
-            while msgs.len() < self.batch {
+            // Under load, stay awake for a moment before parking: a parked writer costs every producer a
+            // futex wake-up and turns batches into single records.
+            let mut first = None;
+            for _ in 0..SPIN_BEFORE_PARK {
                 match rx.try_recv() {
-                    Ok(m) => msgs.push(m),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    Ok(m) => {
+                        first = Some(m);
+                        break;
+                    }
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+            if first.is_none() {
+                let wait = self.next_wakeup();
+                first = match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        // Every handle is gone without a shutdown: seal what we have.
+                        self.finish(&rx, None);
+                        return;
+                    }
+                };
+            }
+            msgs.extend(first);
+            // Gather a batch; linger a little while records keep coming.
+            let mut idle = 0;
+            while msgs.len() < self.batch && idle < LINGER {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        msgs.push(m);
+                        idle = 0;
+                    }
+                    Err(TryRecvError::Empty) => {
+                        if msgs.iter().any(|m| !matches!(m, Msg::Event(_))) {
+                            break;
+                        }
+                        idle += 1;
+                        std::thread::yield_now();
+                    }
+                    Err(TryRecvError::Disconnected) => break,
                 }
             }
             let mut flushes = Vec::new();
