@@ -136,8 +136,13 @@ fn push_quoted(s: &mut String, v: &str) {
 }
 
 /// Why msec refused a request; renders itself as problem+json or a gRPC trailers-only response.
+///
+/// One pointer wide (the fields are boxed), so `Result<_, Rejection>` stays small.
 #[derive(Debug, Clone)]
-pub struct Rejection {
+pub struct Rejection(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     code: ReasonCode,
     detail: Cow<'static, str>,
@@ -150,7 +155,7 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with `status`, `code` and a client-safe `detail`.
     pub fn new(status: StatusCode, code: ReasonCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             status,
             code,
             detail: detail.into(),
@@ -158,7 +163,7 @@ impl Rejection {
             retry_after: None,
             headers: HeaderMap::new(),
             members: Map::new(),
-        }
+        }))
     }
 
     /// 401 `missing_credentials`, with a Bearer challenge carrying no `error` attribute.
@@ -250,14 +255,14 @@ impl Rejection {
     /// Sets the Bearer challenge.
     #[must_use]
     pub fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
-        self.challenge = Some(challenge);
+        self.0.challenge = Some(challenge);
         self
     }
 
     /// Sets the challenge's realm (no-op without a challenge).
     #[must_use]
     pub fn with_realm(mut self, realm: impl Into<Cow<'static, str>>) -> Self {
-        if let Some(c) = &mut self.challenge {
+        if let Some(c) = &mut self.0.challenge {
             c.realm = Some(realm.into());
         }
         self
@@ -266,14 +271,14 @@ impl Rejection {
     /// Sets `Retry-After` in seconds.
     #[must_use]
     pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
+        self.0.retry_after = Some(secs);
         self
     }
 
     /// Adds a response header (appended; several values of one name are kept).
     #[must_use]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.0.headers.append(name, value);
         self
     }
 
@@ -283,7 +288,7 @@ impl Rejection {
     pub fn with_member(mut self, name: impl Into<String>, value: Value) -> Self {
         let name = name.into();
         if !matches!(name.as_str(), "type" | "title" | "status" | "detail" | "code") {
-            self.members.insert(name, value);
+            self.0.members.insert(name, value);
         }
         self
     }
@@ -291,58 +296,58 @@ impl Rejection {
     /// Replaces the client-safe detail.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
-        self.detail = detail.into();
+        self.0.detail = detail.into();
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
     /// The stable reason code.
     pub fn code(&self) -> ReasonCode {
-        self.code
+        self.0.code
     }
     /// The client-safe detail.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
     /// The Bearer challenge, if any.
     pub fn challenge(&self) -> Option<&BearerChallenge> {
-        self.challenge.as_ref()
+        self.0.challenge.as_ref()
     }
     /// `Retry-After` in seconds, if any.
     pub fn retry_after(&self) -> Option<u64> {
-        self.retry_after
+        self.0.retry_after
     }
     /// Extra response headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
     /// Extra problem+json members.
     pub fn members(&self) -> &Map<String, Value> {
-        &self.members
+        &self.0.members
     }
     /// The gRPC status code this rejection maps to.
     pub fn grpc_code(&self) -> GrpcCode {
-        GrpcCode::from_http(self.status)
+        GrpcCode::from_http(self.0.status)
     }
 
     /// The problem+json document (RFC 9457).
     pub fn problem_json(&self) -> Bytes {
-        let mut m = Map::with_capacity(5 + self.members.len());
+        let mut m = Map::with_capacity(5 + self.0.members.len());
         m.insert(
             "type".into(),
-            Value::from(format!("{PROBLEM_TYPE_PREFIX}{}", self.code)),
+            Value::from(format!("{PROBLEM_TYPE_PREFIX}{}", self.0.code)),
         );
         m.insert(
             "title".into(),
-            Value::from(self.status.canonical_reason().unwrap_or("Error")),
+            Value::from(self.0.status.canonical_reason().unwrap_or("Error")),
         );
-        m.insert("status".into(), Value::from(self.status.as_u16()));
-        m.insert("detail".into(), Value::from(&*self.detail));
-        m.insert("code".into(), Value::from(self.code.as_str()));
-        for (k, v) in &self.members {
+        m.insert("status".into(), Value::from(self.0.status.as_u16()));
+        m.insert("detail".into(), Value::from(&*self.0.detail));
+        m.insert("code".into(), Value::from(self.0.code.as_str()));
+        for (k, v) in &self.0.members {
             m.insert(k.clone(), v.clone());
         }
         Bytes::from(serde_json::to_vec(&Value::Object(m)).unwrap_or_default())
@@ -361,7 +366,7 @@ impl Rejection {
     /// Renders as an HTTP `application/problem+json` response.
     pub fn into_http_response<B>(self) -> Response<ResponseBody<B>> {
         let mut resp = Response::new(ResponseBody::full(self.problem_json()));
-        *resp.status_mut() = self.status;
+        *resp.status_mut() = self.0.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -379,7 +384,7 @@ impl Rejection {
             HeaderName::from_static("grpc-status"),
             HeaderValue::from(self.grpc_code().as_i32()),
         );
-        if let Ok(v) = HeaderValue::from_str(&grpc::encode_message(&format!("{}: {}", self.code, self.detail))) {
+        if let Ok(v) = HeaderValue::from_str(&grpc::encode_message(&format!("{}: {}", self.0.code, self.0.detail))) {
             h.insert(HeaderName::from_static("grpc-message"), v);
         }
         self.common_headers(h);
@@ -388,13 +393,13 @@ impl Rejection {
     }
 
     fn common_headers(&self, h: &mut HeaderMap) {
-        if let Some(c) = &self.challenge {
+        if let Some(c) = &self.0.challenge {
             h.insert(WWW_AUTHENTICATE, c.to_header_value());
         }
-        if let Some(s) = self.retry_after {
+        if let Some(s) = self.0.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(s));
         }
-        for (k, v) in &self.headers {
+        for (k, v) in &self.0.headers {
             h.append(k.clone(), v.clone());
         }
     }
@@ -402,7 +407,7 @@ impl Rejection {
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(f, "{} {}: {}", self.0.status.as_u16(), self.0.code, self.0.detail)
     }
 }
 
