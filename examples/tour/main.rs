@@ -10,6 +10,7 @@ mod crypto;
 mod ratelimit;
 mod validate;
 mod audit;
+mod tls;
 
 use std::fmt::Write as _;
 
@@ -150,6 +151,7 @@ async fn main() -> Result<(), BoxError> {
     validate::run(&mut tour).await?;
     authn::run(&mut tour).await?;
     audit::run(&mut tour).await?;
+    tls::run(&mut tour).await?;
     println!();
     if tour.print() {
         println!("\nevery answer was the expected one.");
