@@ -1,34 +1,4 @@
-//! The pluggable part of authentication: an [`Authenticator`] finds its kind of credential in a request and
-//! turns it into a principal; an [`AuthnChain`] tries several in order; [`PostVerify`] hooks run after any of
-//! them succeeded (revocation lists, certificate-bound tokens, ...).
-//!
-//! Verification is often synchronous (a cached token, a known key): [`AuthnFuture`] is a future that may already
-//! be ready, so the layer answers those requests without boxing or spawning, and only awaits when an
-//! authenticator must (a key refetch, an introspection call, a revocation lookup).
-//!
-//! ```
-//! use msec_authn::{Attempt, Authenticated, AuthnError, AuthnErrorKind, AuthnFuture, Authenticator, RequestHead};
-//! use msec_core::Principal;
-//! use std::sync::Arc;
-//!
-//! /// Accepts `X-Demo-User: <name>` — a toy.
-//! struct DemoHeader;
-//!
-//! impl Authenticator for DemoHeader {
-//!     fn name(&self) -> &'static str { "demo" }
-//!     fn authenticate(&self, head: &RequestHead<'_>) -> Attempt {
-//!         let Some(v) = head.headers.get("x-demo-user") else { return Attempt::Absent };
-//!         match v.to_str() {
-//!             Ok(user) if !user.is_empty() => {
-//!                 let p = Principal::builder(user).build();
-//!                 Attempt::Claimed(AuthnFuture::ready(Ok(Authenticated::new(Arc::new(p)))))
-//!             }
-//!             _ => Attempt::Declined(AuthnError::new(AuthnErrorKind::MalformedToken, "bad demo header")),
-//!         }
-//!     }
-//! }
-//! # let _ = DemoHeader;
-//! ```
+//! The extension points: [`Authenticator`], [`AuthnChain`], [`PostVerify`], [`AuthnFuture`].
 
 use std::fmt;
 use std::future::Future;
@@ -191,6 +161,38 @@ pub enum Attempt {
 }
 
 /// One kind of credential: JWT bearer tokens, API keys, introspected opaque tokens, ...
+///
+/// The pluggable part of authentication: an [`Authenticator`] finds its kind of credential in a request and
+/// turns it into a principal; an [`AuthnChain`] tries several in order; [`PostVerify`] hooks run after any of
+/// them succeeded (revocation lists, certificate-bound tokens, ...).
+///
+/// Verification is often synchronous (a cached token, a known key): [`AuthnFuture`] is a future that may already
+/// be ready, so the layer answers those requests without boxing or spawning, and only awaits when an
+/// authenticator must (a key refetch, an introspection call, a revocation lookup).
+///
+/// ```
+/// use msec_authn::{Attempt, Authenticated, AuthnError, AuthnErrorKind, AuthnFuture, Authenticator, RequestHead};
+/// use msec_core::Principal;
+/// use std::sync::Arc;
+///
+/// /// Accepts `X-Demo-User: <name>` — a toy.
+/// struct DemoHeader;
+///
+/// impl Authenticator for DemoHeader {
+///     fn name(&self) -> &'static str { "demo" }
+///     fn authenticate(&self, head: &RequestHead<'_>) -> Attempt {
+///         let Some(v) = head.headers.get("x-demo-user") else { return Attempt::Absent };
+///         match v.to_str() {
+///             Ok(user) if !user.is_empty() => {
+///                 let p = Principal::builder(user).build();
+///                 Attempt::Claimed(AuthnFuture::ready(Ok(Authenticated::new(Arc::new(p)))))
+///             }
+///             _ => Attempt::Declined(AuthnError::new(AuthnErrorKind::MalformedToken, "bad demo header")),
+///         }
+///     }
+/// }
+/// # let _ = DemoHeader;
+/// ```
 pub trait Authenticator: Send + Sync + 'static {
     /// A short name for logs and decisions (`jwt`, `api_key`).
     fn name(&self) -> &'static str;

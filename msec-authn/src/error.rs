@@ -1,17 +1,4 @@
-//! Errors: [`AuthnError`] (why one request was not authenticated, with a stable [`ReasonCode`] and the
-//! [`Rejection`] it maps to) and [`ConfigError`] (why a validator or layer could not be built).
-//!
-//! The mapping from error to wire lives in one place, [`AuthnErrorKind::rejection`]:
-//!
-//! | kind                                  | HTTP | challenge                                           |
-//! |---------------------------------------|------|-----------------------------------------------------|
-//! | `missing_credentials`                 | 401  | `Bearer` with no `error` attribute (RFC 6750 §3.1)  |
-//! | `malformed_token`, `token_too_large`  | 400  | `error="invalid_request"`                           |
-//! | `keys_unavailable`                    | 503  | none (`Retry-After` set)                            |
-//! | every other kind                      | 401  | `error="invalid_token"` + a fixed `error_description` |
-//!
-//! Clients only ever see the code and the fixed description; the [`detail`](AuthnError::detail) (which claim,
-//! which `kid`, what time) goes into the audit [`Decision`](msec_core::Decision).
+//! Errors: [`AuthnError`], [`AuthnErrorKind`], [`ConfigError`] and the stable reason [`codes`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -61,6 +48,18 @@ pub mod codes {
 }
 
 /// What kind of authentication failure an [`AuthnError`] is.
+///
+/// The mapping from error to wire lives in one place, [`AuthnErrorKind::rejection`]:
+///
+/// | kind                                  | HTTP | challenge                                           |
+/// |---------------------------------------|------|-----------------------------------------------------|
+/// | `missing_credentials`                 | 401  | `Bearer` with no `error` attribute (RFC 6750 §3.1)  |
+/// | `malformed_token`, `token_too_large`  | 400  | `error="invalid_request"`                           |
+/// | `keys_unavailable`                    | 503  | none (`Retry-After` set)                            |
+/// | every other kind                      | 401  | `error="invalid_token"` + a fixed `error_description` |
+///
+/// Clients only ever see the code and the fixed description; the [`detail`](AuthnError::detail) (which claim,
+/// which `kid`, what time) goes into the audit [`Decision`](msec_core::Decision).
 ///
 /// New kinds are added as new credential types arrive (API keys, introspection, revocation), hence
 /// `#[non_exhaustive]`.

@@ -1,21 +1,4 @@
-//! [`AuthnLayer`]: authenticates every request with an [`Authenticator`], puts the `Arc<Principal>` in the
-//! request extensions, tells the [`SecurityContext`], records an `authn` decision, and answers failures itself.
-//!
-//! | request                                  | required mode                  | optional mode                 |
-//! |------------------------------------------|--------------------------------|-------------------------------|
-//! | no credentials                           | 401, `Bearer` without `error`  | passes, anonymous             |
-//! | malformed / oversized credential         | 400 `invalid_request`          | 400 `invalid_request`         |
-//! | invalid token (signature, expiry, ...)   | 401 `invalid_token`            | 401 `invalid_token`           |
-//! | keys unavailable                         | 503 (`Retry-After`)            | 503                           |
-//! | valid token                              | passes with `Arc<Principal>`   | passes with `Arc<Principal>`  |
-//!
-//! gRPC requests (`content-type: application/grpc*`) get the same decisions as trailers-only responses
-//! (`UNAUTHENTICATED`, `INVALID_ARGUMENT`, `UNAVAILABLE`).
-//!
-//! Which issuers or audiences a *route* accepts is authorization: express it in msec-core's
-//! [`Policy`](msec_core::policy::Policy) with `Requirement::AnyIssuer`, `AnyAudience` or `Kind` behind this layer.
-//! This layer decides only whether a route needs a credential at all ([`AuthnMode`], per route with
-//! [`AuthnLayer::route_mode`]).
+//! The authentication layer: [`AuthnLayer`], [`Authn`], [`ResponseFuture`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -70,7 +53,24 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// Authenticates requests. See the [module docs](self).
+/// Authenticates requests: puts the `Arc<Principal>` in the request extensions, tells the
+/// [`SecurityContext`], records an `authn` decision, and answers failures itself.
+///
+/// | request                                  | required mode                  | optional mode                 |
+/// |------------------------------------------|--------------------------------|-------------------------------|
+/// | no credentials                           | 401, `Bearer` without `error`  | passes, anonymous             |
+/// | malformed / oversized credential         | 400 `invalid_request`          | 400 `invalid_request`         |
+/// | invalid token (signature, expiry, ...)   | 401 `invalid_token`            | 401 `invalid_token`           |
+/// | keys unavailable                         | 503 (`Retry-After`)            | 503                           |
+/// | valid token                              | passes with `Arc<Principal>`   | passes with `Arc<Principal>`  |
+///
+/// gRPC requests (`content-type: application/grpc*`) get the same decisions as trailers-only responses
+/// (`UNAUTHENTICATED`, `INVALID_ARGUMENT`, `UNAVAILABLE`).
+///
+/// Which issuers or audiences a *route* accepts is authorization: express it in msec-core's
+/// [`Policy`](msec_core::policy::Policy) with `Requirement::AnyIssuer`, `AnyAudience` or `Kind` behind this layer.
+/// This layer decides only whether a route needs a credential at all ([`AuthnMode`], per route with
+/// [`AuthnLayer::route_mode`]).
 ///
 /// Clones share the authenticator, hooks and settings.
 ///

@@ -27,7 +27,10 @@ async fn check(v: &JwtValidator, t: &str) -> Result<(), AuthnErrorKind> {
 #[tokio::test]
 async fn rfc9068_profile() {
     let clock = FakeClock::starting_now();
-    let v = validator(Issuer::new(ISS).audience("https://api.example.com").rfc9068_profile(), &clock);
+    let v = validator(
+        Issuer::new(ISS).audience("https://api.example.com").rfc9068_profile(),
+        &clock,
+    );
     let key = TestKey::es256();
     let full = || {
         key.token()
@@ -39,11 +42,24 @@ async fn rfc9068_profile() {
             .jti("a1")
     };
     assert_eq!(check(&v, &full().sign()).await, Ok(()));
-    assert_eq!(check(&v, &full().header("typ", "application/at+jwt").sign()).await, Ok(()));
-    assert_eq!(check(&v, &full().header("typ", "JWT").sign()).await, Err(AuthnErrorKind::BadTyp));
-    assert_eq!(check(&v, &full().without_header("typ").sign()).await, Err(AuthnErrorKind::BadTyp));
+    assert_eq!(
+        check(&v, &full().header("typ", "application/at+jwt").sign()).await,
+        Ok(())
+    );
+    assert_eq!(
+        check(&v, &full().header("typ", "JWT").sign()).await,
+        Err(AuthnErrorKind::BadTyp)
+    );
+    assert_eq!(
+        check(&v, &full().without_header("typ").sign()).await,
+        Err(AuthnErrorKind::BadTyp)
+    );
     for claim in ["client_id", "jti", "iat", "sub"] {
-        assert_eq!(check(&v, &full().without_claim(claim).sign()).await, Err(AuthnErrorKind::MissingClaim), "{claim}");
+        assert_eq!(
+            check(&v, &full().without_claim(claim).sign()).await,
+            Err(AuthnErrorKind::MissingClaim),
+            "{claim}"
+        );
     }
 }
 
@@ -61,7 +77,10 @@ async fn typ_policies() {
     let default = validator(Issuer::new(ISS).audience("api"), &clock);
     assert_eq!(check(&default, &t(None)).await, Ok(()));
     assert_eq!(check(&default, &t(Some("jwt"))).await, Ok(()));
-    assert_eq!(check(&default, &t(Some("secevent+jwt"))).await, Err(AuthnErrorKind::BadTyp));
+    assert_eq!(
+        check(&default, &t(Some("secevent+jwt"))).await,
+        Err(AuthnErrorKind::BadTyp)
+    );
     let any = validator(Issuer::new(ISS).audience("api").typ(TypPolicy::Any), &clock);
     assert_eq!(check(&any, &t(Some("secevent+jwt"))).await, Ok(()));
     let custom = validator(
@@ -79,7 +98,13 @@ async fn typ_policies() {
 async fn cached_verifications_never_outlive_exp() {
     let clock = FakeClock::starting_now();
     let v = validator(Issuer::new(ISS).audience("api").leeway(Duration::from_secs(60)), &clock);
-    let t = TestKey::es256().token().iss(ISS).aud("api").sub("s").expires_in(Duration::from_secs(120)).sign();
+    let t = TestKey::es256()
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub("s")
+        .expires_in(Duration::from_secs(120))
+        .sign();
     assert!(!v.validate(&t).await.unwrap().cached);
     clock.advance(Duration::from_secs(110));
     assert!(v.validate(&t).await.unwrap().cached);
@@ -95,13 +120,22 @@ async fn cached_verifications_never_outlive_exp() {
 async fn the_cache_is_bounded() {
     let clock = FakeClock::starting_now();
     let v = JwtValidator::builder()
-        .issuer(Issuer::new(ISS).audience("api").jwk_set(msec_test_support::keys::jwks(&[&TestKey::eddsa()])))
+        .issuer(
+            Issuer::new(ISS)
+                .audience("api")
+                .jwk_set(msec_test_support::keys::jwks(&[&TestKey::eddsa()])),
+        )
         .clock(clock.clone())
         .cache_capacity(50)
         .build()
         .unwrap();
     for i in 0..500 {
-        let t = TestKey::eddsa().token().iss(ISS).aud("api").sub(&format!("u{i}")).sign();
+        let t = TestKey::eddsa()
+            .token()
+            .iss(ISS)
+            .aud("api")
+            .sub(&format!("u{i}"))
+            .sign();
         v.validate(&t).await.unwrap();
     }
     assert!(v.cached_tokens() <= 60, "{} cached", v.cached_tokens());
@@ -111,9 +145,12 @@ async fn the_cache_is_bounded() {
 async fn users_and_services() {
     let clock = FakeClock::starting_now();
     let v = validator(
-        Issuer::new(ISS)
-            .audience("api")
-            .claims(ClaimMapping::new().roles_claims(["groups"]).tenant_claim("tid").service_when("idtyp", "app")),
+        Issuer::new(ISS).audience("api").claims(
+            ClaimMapping::new()
+                .roles_claims(["groups"])
+                .tenant_claim("tid")
+                .service_when("idtyp", "app"),
+        ),
         &clock,
     );
     let key = TestKey::es256();
@@ -129,14 +166,29 @@ async fn users_and_services() {
         .sign();
     let p = v.validate(&user).await.unwrap().principal;
     assert_eq!(p.kind, PrincipalKind::User);
-    assert_eq!((p.client_id.as_deref(), p.tenant.as_deref()), (Some("spa"), Some("t-9")));
+    assert_eq!(
+        (p.client_id.as_deref(), p.tenant.as_deref()),
+        (Some("spa"), Some("t-9"))
+    );
     assert!(p.has_scope("profile") && p.has_role("support"));
     assert_eq!(p.claim("tid"), Some(&json!("t-9")));
 
-    let cc = key.token().iss(ISS).aud("api").sub("billing-svc").claim("client_id", "billing-svc").sign();
+    let cc = key
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub("billing-svc")
+        .claim("client_id", "billing-svc")
+        .sign();
     let p = v.validate(&cc).await.unwrap().principal;
     assert_eq!((p.kind, p.subject.as_str()), (PrincipalKind::Service, "billing-svc"));
-    let app = key.token().iss(ISS).aud("api").sub("obj-7").claim("idtyp", "app").sign();
+    let app = key
+        .token()
+        .iss(ISS)
+        .aud("api")
+        .sub("obj-7")
+        .claim("idtyp", "app")
+        .sign();
     assert_eq!(v.validate(&app).await.unwrap().principal.kind, PrincipalKind::Service);
     let no_sub = key.token().iss(ISS).aud("api").claim("client_id", "cli").sign();
     assert_eq!(v.validate(&no_sub).await.unwrap().principal.subject, "cli");

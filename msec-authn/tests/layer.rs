@@ -459,7 +459,11 @@ async fn per_route_issuers_and_audiences_through_the_policy() {
     let staff = TestKey::rs256();
     let customers = TestKey::es256();
     let v = JwtValidator::builder()
-        .issuer(Issuer::new("https://staff.example.com").audience("api").jwk_set(msec_test_support::keys::jwks(&[&staff])))
+        .issuer(
+            Issuer::new("https://staff.example.com")
+                .audience("api")
+                .jwk_set(msec_test_support::keys::jwks(&[&staff])),
+        )
         .issuer(
             Issuer::new("https://customers.example.com")
                 .audiences(["api", "shop"])
@@ -468,7 +472,11 @@ async fn per_route_issuers_and_audiences_through_the_policy() {
         .build()
         .unwrap();
     let policy = Policy::builder()
-        .allow("staff only", ["GET /admin/{*rest}"], Requirement::issuer("https://staff.example.com"))
+        .allow(
+            "staff only",
+            ["GET /admin/{*rest}"],
+            Requirement::issuer("https://staff.example.com"),
+        )
         .allow("shop audience", ["GET /shop/{*rest}"], Requirement::audience("shop"))
         .build()
         .unwrap();
@@ -493,8 +501,18 @@ async fn per_route_issuers_and_audiences_through_the_policy() {
             (status, code)
         }
     };
-    let staff_token = staff.token().iss("https://staff.example.com").aud("api").sub("ops").sign();
-    let customer_api = customers.token().iss("https://customers.example.com").aud("api").sub("c").sign();
+    let staff_token = staff
+        .token()
+        .iss("https://staff.example.com")
+        .aud("api")
+        .sub("ops")
+        .sign();
+    let customer_api = customers
+        .token()
+        .iss("https://customers.example.com")
+        .aud("api")
+        .sub("c")
+        .sign();
     let customer_shop = customers
         .token()
         .iss("https://customers.example.com")
@@ -502,10 +520,19 @@ async fn per_route_issuers_and_audiences_through_the_policy() {
         .sub("c")
         .sign();
     assert_eq!(send("/admin/users", staff_token.clone()).await, (200, "-".into()));
-    assert_eq!(send("/admin/users", customer_api.clone()).await, (403, "issuer_not_allowed".into()));
+    assert_eq!(
+        send("/admin/users", customer_api.clone()).await,
+        (403, "issuer_not_allowed".into())
+    );
     assert_eq!(send("/shop/cart", customer_shop).await, (200, "-".into()));
-    assert_eq!(send("/shop/cart", customer_api).await, (403, "audience_not_allowed".into()));
-    assert_eq!(send("/shop/cart", staff_token).await, (403, "audience_not_allowed".into()));
+    assert_eq!(
+        send("/shop/cart", customer_api).await,
+        (403, "audience_not_allowed".into())
+    );
+    assert_eq!(
+        send("/shop/cart", staff_token).await,
+        (403, "audience_not_allowed".into())
+    );
 }
 
 /// Without a SecurityContext (no audit layer) the layer still authenticates; nothing is recorded.
@@ -517,5 +544,8 @@ async fn works_without_a_security_context() {
     assert_eq!(resp.status(), 200);
     let resp = svc.oneshot(anonymous("/x")).await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(resp.extensions().get::<msec_core::Rejection>().is_some(), "the typed rejection travels with the response");
+    assert!(
+        resp.extensions().get::<msec_core::Rejection>().is_some(),
+        "the typed rejection travels with the response"
+    );
 }

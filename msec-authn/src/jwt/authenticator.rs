@@ -2,7 +2,7 @@
 
 use super::compact::looks_like_jws;
 use super::validator::{JwtValidator, Lookup};
-use crate::authenticator::{Attempt, AuthnFuture, Authenticator, RequestHead};
+use crate::authenticator::{Attempt, Authenticator, AuthnFuture, RequestHead};
 use crate::error::{AuthnError, AuthnErrorKind, ConfigError};
 use crate::source::{Extracted, TokenSource};
 
