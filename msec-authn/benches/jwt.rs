@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
     let token = TestKey::es256().token().iss(ISS).aud("api").sub("alice").sign();
     let mut g = c.benchmark_group("jwt/overheads");
     g.bench_function("build request with bearer header", |b| {
-        b.iter(|| request(black_box(&token)))
+        b.iter(|| request(black_box(&token)));
     });
     g.bench_function("SHA-256 of the token (cache key)", |b| {
         b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(token.as_bytes())));
