@@ -2,7 +2,7 @@
 //!
 //! - `crypto_seal/<size>`: `ring` (AES-256-GCM, one fixed key, counter nonce), `ring_random_nonce` (the same with a
 //!   12-byte nonce from `SystemRandom`, what a plain field encryptor would do), `ring_hkdf` (28 random bytes,
-//!   HKDF-SHA256-Expand to a per-message key + commitment, a fresh AES key schedule, seal: msec's crypto without
+//!   two HKDF-SHA256-Expand calls (per-message key, commitment), a fresh AES key schedule, seal: msec's crypto without
 //!   its framing), `msec` (`Keyring::encrypt`), `msec_chacha` (the same with ChaCha20-Poly1305).
 //! - `crypto_open/<size>`: `ring`, `ring_hkdf`, `msec` (`Keyring::decrypt`).
 //! - `crypto_blind_index`: bare ring HMAC-SHA256 of the value vs `BlindIndex::compute` (normalise + domain + truncate).
@@ -23,6 +23,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 const SIZES: [usize; 3] = [64, 1024, 64 * 1024];
 /// msec's HKDF label and the 6 header bytes before the salt: the same info length msec hashes.
 const INFO_PREFIX: &[u8] = b"msec/v1 msg key\x01\x01\x00\x00\x00\x01";
+const COMMIT_PREFIX: &[u8] = b"msec/v1 msg cmt\x01\x01\x00\x00\x00\x01";
 
 struct Len(usize);
 impl hkdf::KeyType for Len {
@@ -37,15 +38,22 @@ fn counter_nonce(c: &AtomicU64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// msec's per-message crypto without its framing: random salt + nonce, HKDF-Expand (64 bytes), key schedule, seal.
+/// msec's two expansions: message key (32 bytes) and commitment (32 bytes), each over msec's info length.
+fn derive(prk: &hkdf::Prk, random: &[u8], okm: &mut [u8; 64]) {
+    let (key, commit) = okm.split_at_mut(32);
+    prk.expand(&[INFO_PREFIX, random], Len(32)).unwrap().fill(key).unwrap();
+    prk.expand(&[COMMIT_PREFIX, random], Len(32))
+        .unwrap()
+        .fill(commit)
+        .unwrap();
+}
+
+/// msec's per-message crypto without its framing: random salt + nonce, two HKDF-Expand calls, key schedule, seal.
 fn ring_hkdf_seal(rng: &SystemRandom, prk: &hkdf::Prk, aad: &[u8], pt: &[u8]) -> Vec<u8> {
     let mut random = [0u8; 28];
     rng.fill(&mut random).unwrap();
     let mut okm = [0u8; 64];
-    prk.expand(&[INFO_PREFIX, &random], Len(64))
-        .unwrap()
-        .fill(&mut okm)
-        .unwrap();
+    derive(prk, &random, &mut okm);
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &okm[..32]).unwrap());
     let mut buf = Vec::with_capacity(pt.len() + 60 + 16);
     buf.extend_from_slice(&random);
@@ -61,10 +69,7 @@ fn ring_hkdf_seal(rng: &SystemRandom, prk: &hkdf::Prk, aad: &[u8], pt: &[u8]) ->
 
 fn ring_hkdf_open(prk: &hkdf::Prk, aad: &[u8], ct: &[u8]) -> Vec<u8> {
     let mut okm = [0u8; 64];
-    prk.expand(&[INFO_PREFIX, &ct[..28]], Len(64))
-        .unwrap()
-        .fill(&mut okm)
-        .unwrap();
+    derive(prk, &ct[..28], &mut okm);
     assert!(msec_core::secret::ct_eq(&okm[32..], &ct[28..60]));
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &okm[..32]).unwrap());
     let mut buf = ct[60..].to_vec();

@@ -23,9 +23,18 @@ pub const COMMIT_LEN: usize = 32;
 /// The text prefix of every ciphertext.
 pub const TEXT_PREFIX: &str = "msec:v1:";
 
-/// 15 bytes: with the 34-byte keyring header and HKDF's counter byte, the first HMAC block's inner hash fits one
-/// SHA-256 compression.
-const HKDF_LABEL: &[u8] = b"msec/v1 msg key";
+/// HKDF info labels for the message key and the key commitment: two independent 32-byte expansions. At 15 bytes,
+/// label + 34-byte keyring header + HKDF's counter byte fit one SHA-256 block, so each costs two compressions
+/// (cheaper than one 64-byte expansion, whose second block re-hashes the first).
+const HKDF_KEY_LABEL: &[u8] = b"msec/v1 msg key";
+const HKDF_COMMIT_LABEL: &[u8] = b"msec/v1 msg cmt";
+
+/// Derives the message key and the commitment from the root key and the header up to the end of the nonce.
+fn derive(prk: &hkdf::Prk, header: &[u8], out: &mut [u8; KEY_LEN + COMMIT_LEN]) -> Result<(), Error> {
+    let (key, commit) = out.split_at_mut(KEY_LEN);
+    primitive::hkdf_expand(prk, &[HKDF_KEY_LABEL, header], key)?;
+    primitive::hkdf_expand(prk, &[HKDF_COMMIT_LABEL, header], commit)
+}
 /// Bytes after the key reference and before the ciphertext body: salt, nonce, commitment.
 const TAIL_HEADER: usize = SALT_LEN + NONCE_LEN + COMMIT_LEN;
 
@@ -247,7 +256,7 @@ pub(crate) fn seal(
     nonce.copy_from_slice(&random[SALT_LEN..]);
 
     let mut derived = Zeroizing::new([0u8; KEY_LEN + COMMIT_LEN]);
-    primitive::hkdf_expand(prk, &[HKDF_LABEL, &out], derived.as_mut())?;
+    derive(prk, &out, &mut derived)?;
     out.extend_from_slice(&derived[KEY_LEN..]);
     let body_at = out.len();
 
@@ -275,7 +284,7 @@ pub(crate) fn open(prk: &hkdf::Prk, ct: &Ciphertext, aad: &[u8]) -> Result<Zeroi
     let tag_at = ct.bytes.len() - TAG_LEN;
 
     let mut derived = Zeroizing::new([0u8; KEY_LEN + COMMIT_LEN]);
-    primitive::hkdf_expand(prk, &[HKDF_LABEL, &ct.bytes[..commit_at]], derived.as_mut())?;
+    derive(prk, &ct.bytes[..commit_at], &mut derived)?;
     if !msec_core::secret::ct_eq(&derived[KEY_LEN..], &ct.bytes[commit_at..body_at]) {
         return Err(Error::Decrypt);
     }
