@@ -130,11 +130,18 @@ async fn concurrency(tour: &mut Tour) -> Result<(), BoxError> {
                 Rejection::unavailable(ReasonCode::SERVICE_UNAVAILABLE, "the server is busy").with_retry_after(1)
             }))
             .load_shed()
-            .concurrency_limit(1),
+            .concurrency_limit(1)
+            .layer(RateLimitLayer::new(
+                RateLimiter::builder()
+                    .rule(Rule::new("reports", Quota::per_second(10)))
+                    .build()?,
+            )),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/report", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // `into_make_service*` converts the router once; served directly, axum would apply route layers per
+    // connection and each connection would get a concurrency limit of its own.
+    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
 
     let first = {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
