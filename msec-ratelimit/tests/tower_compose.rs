@@ -1,4 +1,5 @@
 //! RateLimitLayer composes with tower's ConcurrencyLimit and LoadShed (concurrency is tower's job).
+#![cfg(feature = "axum")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
