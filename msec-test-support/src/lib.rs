@@ -8,6 +8,8 @@
 //! - [`services`]: probes for Redis / PostgreSQL / external programs that skip with a notice, or fail under
 //!   `MSEC_REQUIRE_SERVICES=1`.
 //! - [`pb`]: a generated tonic `Echo` service (compiled with protox, no `protoc` needed).
+//! - [`shop`]: the generated `shop.v1.Orders` service of the `tonic_mtls` example, its requests deriving
+//!   `validator::Validate`.
 //! - [`net`]: loopback listeners.
 #![forbid(unsafe_code)]
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::should_implement_trait)]
@@ -25,4 +27,11 @@ pub use msec_core::clock::ManualClock as FakeClock;
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     tonic::include_proto!("msec.test.v1");
+}
+
+/// Generated code for `proto/orders.proto` (package `shop.v1`): the `Orders` service of the `tonic_mtls` example.
+/// `CreateOrderRequest` and `GetOrderRequest` derive `validator::Validate` (rules in `build.rs`).
+pub mod shop {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    tonic::include_proto!("shop.v1");
 }
