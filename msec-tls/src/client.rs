@@ -258,7 +258,8 @@ impl ClientTls {
     }
 
     /// A connector (`tower::Service<Uri>`) for hyper-util's legacy client and tonic's
-    /// `Endpoint::connect_with_connector`. The URI's host is the SNI name; its port defaults to 443.
+    /// `Endpoint::connect_with_connector`. The URI's host is the SNI name; its port defaults to 443. It always
+    /// does TLS, whatever the URI's scheme: give tonic an `http://` URI so that tonic does not try TLS itself.
     pub fn connector(&self) -> TlsConnector {
         TlsConnector {
             tls: self.clone(),

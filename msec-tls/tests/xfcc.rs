@@ -212,3 +212,36 @@ async fn a_proxy_trusted_by_its_spiffe_id() {
     let v = get_with(&pki.client_h1(None), addr, &xfcc).await;
     assert_eq!(v, json!({"peer": null, "xfcc": false}));
 }
+
+/// The usual Envoy deployment: the sidecar terminates mTLS and forwards plain HTTP over loopback; axum's
+/// `ConnectInfo` gives the direct peer (feature `axum`).
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn behind_a_sidecar_over_plain_http_with_axum_connect_info() {
+    let pki = Pki::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|peer: Option<PeerIdentity>| async move {
+                peer.and_then(|p| p.spiffe_id)
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "none".into())
+            }),
+        )
+        .layer(ForwardedClientCertLayer::from_networks(["127.0.0.1/32"
+            .parse()
+            .unwrap()]));
+    let (listener, addr) = net::listener().await;
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    );
+    tokio::spawn(std::future::IntoFuture::into_future(server));
+    let xfcc = xfcc_for(&pki.svid_a("/ns/prod/sa/web"), "spiffe://example.org/ns/prod/sa/web");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nhost: app\r\nx-forwarded-client-cert: {xfcc}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(buf.ends_with("spiffe://example.org/ns/prod/sa/web"), "{buf}");
+}
