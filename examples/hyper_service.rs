@@ -1,0 +1,2 @@
+//! The msec stack on a bare hyper 1 `service_fn` (being written).
+fn main() {}
