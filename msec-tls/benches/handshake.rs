@@ -7,7 +7,9 @@
 //! - `identity_extraction`: the per-connection parse alone, beside SHA-256 of the same DER.
 //! - `per_request_identity`: what each request pays to carry and read the identity.
 //!
-//! Run: `cargo bench -p msec-tls --bench handshake -- --warm-up-time 1 --measurement-time 3`
+//! - `adapter_per_request` (feature `axum-server`): what an adapter layer adds per request.
+//!
+//! Run: `cargo bench -p msec-tls --all-features --bench handshake -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::convert::Infallible;
@@ -208,5 +210,39 @@ fn per_request(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, handshake, identity_extraction, per_request);
+/// Adapters see the certificate on every request: a cached lookup (SHA-256 + map) instead of a parse.
+#[cfg(feature = "axum-server")]
+fn adapters(c: &mut Criterion) {
+    use axum_server::tls::TlsInfo;
+    use msec_tls::adapters::axum_server::TlsInfoPeerLayer;
+    use tower::Layer;
+
+    let ca = TestCa::new("example.org");
+    let der = ca.svid("/ns/prod/sa/frontend").cert_der;
+    let mut info = TlsInfo::default();
+    info.peer_certificates = vec![der.clone()];
+    let info = Arc::new(info);
+    let rt = Runtime::new().unwrap();
+    let noop = tower::service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(black_box(req)) });
+    let request = || {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(info.clone());
+        req
+    };
+    let mut g = c.benchmark_group("adapter_per_request");
+    g.bench_function("raw: call a service with a request carrying TlsInfo", |b| {
+        let mut svc = noop;
+        b.iter(|| rt.block_on(async { svc.ready().await.unwrap().call(request()).await.unwrap() }));
+    });
+    g.bench_function("msec: TlsInfoPeer call (SHA-256 + cache hit + inserts)", |b| {
+        let mut svc = TlsInfoPeerLayer::new().layer(noop);
+        b.iter(|| rt.block_on(async { svc.ready().await.unwrap().call(request()).await.unwrap() }));
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "axum-server"))]
+fn adapters(_: &mut Criterion) {}
+
+criterion_group!(benches, handshake, identity_extraction, per_request, adapters);
 criterion_main!(benches);

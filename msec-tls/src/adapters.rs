@@ -3,8 +3,9 @@
 //! [`PeerSource::Handshake`]: this process did the handshake), so policies and handlers do not care which
 //! server accepted the connection.
 //!
-//! These adapters see the certificates per request, not per connection, so they parse the leaf on every
-//! request (see `docs/bench/msec-tls.md` for the cost); [`serve`](crate::serve) parses once per connection.
+//! These adapters see the certificates per request, not per connection; the layers keep a bounded cache of
+//! parsed identities by certificate hash, so a request pays a SHA-256 and a lookup (see `docs/bench/msec-tls.md`).
+//! [`serve`](crate::serve) parses once per connection and pays nothing per request.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +23,41 @@ fn identity_of(der: &[u8]) -> Option<Arc<PeerIdentity>> {
             tracing::warn!(error = %e, "verified peer certificate cannot be parsed; request has no peer identity");
             None
         }
+    }
+}
+
+/// How many parsed identities an adapter layer keeps (bounded; least recently used go first).
+pub const IDENTITY_CACHE_CAPACITY: usize = 1024;
+
+/// Parsed identities by SHA-256 of the certificate, so an adapter that sees the certificate on every request
+/// pays a hash and a lookup instead of a parse. Bounded: a client cannot grow it.
+#[derive(Clone)]
+struct IdentityCache {
+    cache: Arc<quick_cache::sync::Cache<[u8; 32], Arc<PeerIdentity>>>,
+}
+
+impl std::fmt::Debug for IdentityCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCache").field("len", &self.cache.len()).finish()
+    }
+}
+
+impl IdentityCache {
+    fn new() -> Self {
+        Self {
+            cache: Arc::new(quick_cache::sync::Cache::new(IDENTITY_CACHE_CAPACITY)),
+        }
+    }
+
+    fn get(&self, der: &[u8]) -> Option<Arc<PeerIdentity>> {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+        if let Some(p) = self.cache.get(&key) {
+            return Some(p);
+        }
+        let p = identity_of(der)?;
+        self.cache.insert(key, p.clone());
+        Some(p)
     }
 }
 
@@ -47,20 +83,35 @@ pub mod axum_server {
     ///     .layer(TlsInfoPeerLayer::new());
     /// # let _ = app;
     /// ```
-    #[derive(Debug, Clone, Copy, Default)]
-    pub struct TlsInfoPeerLayer(());
+    ///
+    /// Parsed identities are cached by certificate hash ([`IDENTITY_CACHE_CAPACITY`] entries, shared by clones).
+    #[derive(Debug, Clone)]
+    pub struct TlsInfoPeerLayer {
+        cache: IdentityCache,
+    }
+
+    impl Default for TlsInfoPeerLayer {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl TlsInfoPeerLayer {
         /// The layer.
         pub fn new() -> Self {
-            Self(())
+            Self {
+                cache: IdentityCache::new(),
+            }
         }
     }
 
     impl<S> Layer<S> for TlsInfoPeerLayer {
         type Service = TlsInfoPeer<S>;
         fn layer(&self, inner: S) -> Self::Service {
-            TlsInfoPeer { inner }
+            TlsInfoPeer {
+                inner,
+                cache: self.cache.clone(),
+            }
         }
     }
 
@@ -68,6 +119,7 @@ pub mod axum_server {
     #[derive(Debug, Clone)]
     pub struct TlsInfoPeer<S> {
         inner: S,
+        cache: IdentityCache,
     }
 
     impl<S> TlsInfoPeer<S> {
@@ -101,7 +153,7 @@ pub mod axum_server {
             let peer = req
                 .extensions()
                 .get::<Arc<TlsInfo>>()
-                .map(|info| info.peer_certificates.first().and_then(|der| identity_of(der)));
+                .map(|info| info.peer_certificates.first().and_then(|der| self.cache.get(der)));
             if let Some(peer) = peer {
                 let ext = req.extensions_mut();
                 ext.insert(SecureTransport);
@@ -137,20 +189,35 @@ pub mod tonic {
     /// `SecureTransport` to every request of a tonic server with built-in TLS, so
     /// [`AuthorizeLayer`](msec_core::policy::AuthorizeLayer) and [`RequirePeerLayer`](crate::RequirePeerLayer)
     /// work with it: `Server::builder().tls_config(..)?.layer(TonicTlsPeerLayer::new())`.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub struct TonicTlsPeerLayer(());
+    ///
+    /// Parsed identities are cached by certificate hash ([`IDENTITY_CACHE_CAPACITY`] entries, shared by clones).
+    #[derive(Debug, Clone)]
+    pub struct TonicTlsPeerLayer {
+        cache: IdentityCache,
+    }
+
+    impl Default for TonicTlsPeerLayer {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl TonicTlsPeerLayer {
         /// The layer.
         pub fn new() -> Self {
-            Self(())
+            Self {
+                cache: IdentityCache::new(),
+            }
         }
     }
 
     impl<S> Layer<S> for TonicTlsPeerLayer {
         type Service = TonicTlsPeer<S>;
         fn layer(&self, inner: S) -> Self::Service {
-            TonicTlsPeer { inner }
+            TonicTlsPeer {
+                inner,
+                cache: self.cache.clone(),
+            }
         }
     }
 
@@ -158,6 +225,7 @@ pub mod tonic {
     #[derive(Debug, Clone)]
     pub struct TonicTlsPeer<S> {
         inner: S,
+        cache: IdentityCache,
     }
 
     impl<S> TonicTlsPeer<S> {
@@ -191,7 +259,7 @@ pub mod tonic {
             let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().map(|info| {
                 let peer = info
                     .peer_certs()
-                    .and_then(|c| c.first().and_then(|der| identity_of(der.as_ref())));
+                    .and_then(|c| c.first().and_then(|der| self.cache.get(der.as_ref())));
                 (peer, info.get_ref().remote_addr())
             });
             if let Some((peer, remote)) = info {
@@ -207,5 +275,25 @@ pub mod tonic {
             }
             self.inner.call(req)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_returns_the_same_identity_and_stays_bounded() {
+        let ca = msec_test_support::TestCa::new("example.org");
+        let a = ca.svid("/a").cert_der;
+        let cache = IdentityCache::new();
+        let first = cache.get(&a).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&a).unwrap()));
+        assert!(cache.get(b"garbage").is_none());
+        for i in 0..(IDENTITY_CACHE_CAPACITY + 200) {
+            // Distinct (unparseable) inputs are not cached at all; parseable ones are bounded by capacity.
+            let _ = cache.get(format!("junk {i}").as_bytes());
+        }
+        assert!(cache.cache.len() <= IDENTITY_CACHE_CAPACITY);
     }
 }
