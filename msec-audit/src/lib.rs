@@ -16,6 +16,10 @@
 //!   closed (503). [`AuditLog::flush`] and [`AuditLog::shutdown`] wait for durability, with no fixed timeout.
 //! - **Sinks** ([`sink`]): rotating JSON-lines files, stdout, `tracing`, PostgreSQL (feature `postgres`), or
 //!   your own [`Sink`].
+//! - **Health and metrics**: [`AuditLog::is_healthy`] for readiness probes; `msec_audit_queue_depth`,
+//!   `msec_audit_dropped_total`, `msec_audit_refused_total`, `msec_audit_sink_errors_total{sink}` (all present
+//!   from the start), `msec_audit_records_written_total`, `msec_audit_batch_write_seconds` (write + fsync time
+//!   of a batch), `msec_audit_requests_total{result}`, `msec_audit_alerts_total{detector}`.
 //! - **Threat detection** ([`detect`]): brute force, credential stuffing, token replay, scanning,
 //!   authorization probing and rate-limit storms, as `alert` records in the same chain and calls to your hooks.
 //!

@@ -156,6 +156,10 @@ pub(crate) struct Shared {
     pub(crate) redactor: Redactor,
     pub(crate) detecting: bool,
     closed: AtomicBool,
+    /// The writer thread is running (cleared when it ends, panics included).
+    writer_running: AtomicBool,
+    /// The sink's last write, sync or checkpoint hook call failed (the writer is retrying).
+    sink_failing: AtomicBool,
     dropped_pending: AtomicU64,
     refused_pending: AtomicU64,
     dropped_total: AtomicU64,
@@ -353,6 +357,8 @@ impl AuditLogBuilder {
             redactor: self.redactor.clone(),
             detecting: self.detectors.is_some(),
             closed: AtomicBool::new(false),
+            writer_running: AtomicBool::new(false),
+            sink_failing: AtomicBool::new(false),
             dropped_pending: AtomicU64::new(0),
             refused_pending: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
@@ -388,6 +394,12 @@ impl AuditLogBuilder {
             retry_max: self.retry_max,
             records: Vec::with_capacity(self.batch + 8),
         };
+        // Every series exists from the start (at zero), so dashboards and alerts see it before the first event.
+        metrics::counter!("msec_audit_dropped_total").increment(0);
+        metrics::counter!("msec_audit_refused_total").increment(0);
+        metrics::counter!("msec_audit_sink_errors_total", "sink" => sink.name()).increment(0);
+        metrics::counter!("msec_audit_records_written_total").increment(0);
+        metrics::gauge!("msec_audit_queue_depth").set(0.0);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), AuditError>>(1);
         let log_id = self.log_id.clone();
         let clock = self.clock.clone();
@@ -397,6 +409,7 @@ impl AuditLogBuilder {
                 // The sink is opened on the writer thread: it may block, or run a runtime of its own.
                 match open_sink(&mut sink, log_id, &*clock) {
                     Ok(head) => {
+                        let _running = RunningGuard::start(writer.shared.clone());
                         writer.shared.next_seq.store(head.next_seq, Ordering::Relaxed);
                         writer.chain.head = head;
                         writer.sink = Box::new(sink);
@@ -414,6 +427,22 @@ impl AuditLogBuilder {
             shared,
             tx: Arc::new(tx),
         })
+    }
+}
+
+/// Marks the writer thread as running for as long as it lives (a panic unwinding through it counts as an end).
+struct RunningGuard(Arc<Shared>);
+
+impl RunningGuard {
+    fn start(shared: Arc<Shared>) -> Self {
+        shared.writer_running.store(true, Ordering::Release);
+        Self(shared)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.writer_running.store(false, Ordering::Release);
     }
 }
 
@@ -576,6 +605,26 @@ impl AuditLog {
             alerts: s.alerts.load(Ordering::Relaxed),
             next_seq: s.next_seq.load(Ordering::Relaxed),
         }
+    }
+
+    /// True while the log can make records durable: the writer thread is running, the log is not shut down,
+    /// and the sink's last operation succeeded (a failing sink is retried forever, so this turns true again by
+    /// itself when it recovers). For readiness probes.
+    ///
+    /// ```
+    /// use msec_audit::{AuditLog, CheckpointSigner, MemorySink};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = AuditLog::builder().signer(CheckpointSigner::ephemeral()?).start(MemorySink::new())?;
+    /// assert!(log.is_healthy());
+    /// log.shutdown().await?;
+    /// assert!(!log.is_healthy());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_healthy(&self) -> bool {
+        let s = &self.shared;
+        s.writer_running.load(Ordering::Acquire)
+            && !s.closed.load(Ordering::Acquire)
+            && !s.sink_failing.load(Ordering::Acquire)
     }
 
     /// The overflow policy.
@@ -853,8 +902,12 @@ impl Writer {
         let mut backoff = self.retry_initial;
         loop {
             match f(self) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.shared.sink_failing.store(false, Ordering::Release);
+                    return;
+                }
                 Err(e) => {
+                    self.shared.sink_failing.store(true, Ordering::Release);
                     self.shared.sink_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("msec_audit_sink_errors_total", "sink" => self.sink.name()).increment(1);
                     tracing::error!(target: "msec_audit", sink = self.sink.name(), error = %e, retry_in = ?backoff, "audit sink failed; retrying");

@@ -370,3 +370,78 @@ fn sigkill_mid_load_loses_nothing_flushed() {
     let after = Verifier::new([public]).verify_files(&files).unwrap();
     assert!(after.last_seq > report.last_seq);
 }
+
+#[tokio::test]
+async fn health_follows_the_writer_and_the_sink() {
+    let mem = MemorySink::new();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let (signer, public) = common::key_pair();
+    let log = AuditLog::builder()
+        .signer(signer)
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(20))
+        .start(FlakySink {
+            mem: mem.clone(),
+            failures: failures.clone(),
+        })
+        .unwrap();
+    assert!(log.is_healthy(), "a started log is healthy");
+    log.flush().await.unwrap();
+    // The sink fails for a while: unhealthy while the writer retries, healthy again once it accepts.
+    failures.store(usize::MAX, Ordering::SeqCst);
+    log.emit(DataAccess::read("t", "1")).await.unwrap();
+    wait_until(|| !log.is_healthy()).await;
+    failures.store(0, Ordering::SeqCst);
+    log.flush().await.unwrap();
+    assert!(log.is_healthy(), "healthy again after the sink recovered");
+    log.shutdown().await.unwrap();
+    assert!(!log.is_healthy(), "a shut-down log is not healthy");
+    assert_eq!(common::of_kind(&mem.values(), "data_access").len(), 1);
+    Verifier::new([public]).verify_bytes(&mem.contents()).unwrap();
+}
+
+/// Records the names of the metrics registered through it.
+#[derive(Default, Clone)]
+struct Registered(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Registered {
+    fn push(&self, key: &metrics::Key) {
+        self.0.lock().unwrap().push(key.name().to_owned());
+    }
+}
+
+impl metrics::Recorder for Registered {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.push(key);
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.push(key);
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        self.push(key);
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn loss_and_failure_series_exist_from_the_start() {
+    let seen = Registered::default();
+    let (signer, _) = common::key_pair();
+    let log = metrics::with_local_recorder(&seen, || {
+        AuditLog::builder().signer(signer).start(MemorySink::new()).unwrap()
+    });
+    let names = seen.0.lock().unwrap().clone();
+    for name in [
+        "msec_audit_dropped_total",
+        "msec_audit_refused_total",
+        "msec_audit_sink_errors_total",
+        "msec_audit_queue_depth",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} registered at start: {names:?}");
+    }
+    drop(log);
+}
