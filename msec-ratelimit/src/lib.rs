@@ -23,6 +23,8 @@
 //!   manual [`ban`](PenaltyBox::ban) / [`unban`](PenaltyBox::unban) API; shared through Redis with the Redis
 //!   backend. Banned requests get 429 `banned`.
 //!
+//! - **Health**: [`RateLimiter::ping_backend`] for readiness probes (one Redis `PING`; always fine locally).
+//!
 //! Concurrency limits are tower's job: stack `tower::limit::ConcurrencyLimitLayer` and
 //! `tower::load_shed::LoadShedLayer` beside this layer (the tour shows how).
 //!
@@ -51,6 +53,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client_ip;
+mod clock;
 mod error;
 pub mod key;
 mod layer;
@@ -64,6 +67,7 @@ mod rule;
 mod store;
 
 pub use client_ip::{ClientIp, ClientIpLayer, ForwardedHeader, TrustedProxies};
+pub use clock::FastClock;
 pub use error::{BackendError, ConfigError};
 pub use key::{Key, KeyExtractor, KeySpec, RequestInfo};
 pub use layer::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, ResponseFuture};

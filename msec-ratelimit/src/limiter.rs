@@ -8,12 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use msec_core::ReasonCode;
-use msec_core::clock::{SharedClock, SystemClock};
+use msec_core::clock::SharedClock;
 use msec_core::context::{self, Outcome};
 use msec_core::route::{RouteSpec, RouteTable};
 
 #[cfg(feature = "redis")]
 use crate::FailurePolicy;
+use crate::clock::FastClock;
 use crate::codes;
 use crate::error::ConfigError;
 use crate::key::{Key, RequestInfo};
@@ -91,7 +92,7 @@ impl fmt::Debug for RateLimiter {
 pub struct RateLimiterBuilder {
     rules: Vec<Rule>,
     max_keys: usize,
-    clock: SharedClock,
+    clock: Option<SharedClock>,
     penalty: Option<PenaltyBoxBuilder>,
     #[cfg(feature = "redis")]
     redis: Option<(crate::redis::RedisBackendBuilder, FailurePolicy)>,
@@ -107,12 +108,12 @@ impl fmt::Debug for RateLimiterBuilder {
 }
 
 impl RateLimiter {
-    /// Starts a limiter: no rules, local backend, 100 000 keys per rule, the system clock.
+    /// Starts a limiter: no rules, local backend, 100 000 keys per rule, a [`FastClock`].
     pub fn builder() -> RateLimiterBuilder {
         RateLimiterBuilder {
             rules: Vec::new(),
             max_keys: 100_000,
-            clock: Arc::new(SystemClock),
+            clock: None,
             penalty: None,
             #[cfg(feature = "redis")]
             redis: None,
@@ -133,6 +134,25 @@ impl RateLimiter {
     /// The rule names, in order.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.inner.rules.iter().map(|r| &*r.name)
+    }
+
+    /// Checks that the backend answers, for readiness probes: always `Ok` for the local backend; one Redis
+    /// `PING` (bounded by the backend's timeout, ignoring the circuit breaker) for the Redis backend. Counted in
+    /// `msec_ratelimit_backend_pings_total{result}`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use msec_ratelimit::{Quota, RateLimiter, Rule};
+    /// let limiter = RateLimiter::builder().rule(Rule::new("api", Quota::per_minute(60))).build()?;
+    /// limiter.ping_backend().await?; // local: nothing to ask
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping_backend(&self) -> Result<(), crate::BackendError> {
+        match &self.inner.backend {
+            Backend::Local => Ok(()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.ping().await,
+        }
     }
 }
 
@@ -156,9 +176,10 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The clock (default: the system clock). Tests pass a `ManualClock`.
+    /// The clock (default: a [`FastClock`], governor's TSC clock behind msec-core's `Clock` trait). Tests pass a
+    /// `ManualClock`.
     pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -285,9 +306,10 @@ impl RateLimiterBuilder {
                 policy_header,
             });
         }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(FastClock::new()));
         let local = compiled
             .iter()
-            .map(|c| LocalLimiter::new(c.rule.quota, self.max_keys, self.clock.clone()))
+            .map(|c| LocalLimiter::new(c.rule.quota, self.max_keys, clock.clone()))
             .collect();
         if let Some(p) = &self.penalty {
             p.validate()?;
@@ -295,21 +317,21 @@ impl RateLimiterBuilder {
         #[cfg(feature = "redis")]
         let (backend, penalty) = match self.redis {
             Some((b, policy)) => {
-                let redis = Arc::new(b.build(self.clock.clone(), policy, &compiled)?);
+                let redis = Arc::new(b.build(clock.clone(), policy, &compiled)?);
                 let penalty = self
                     .penalty
-                    .map(|p| PenaltyBox::with_redis(p, self.clock.clone(), redis.clone()));
+                    .map(|p| PenaltyBox::with_redis(p, clock.clone(), redis.clone()));
                 (Backend::Redis(redis), penalty)
             }
             None => (
                 Backend::Local,
-                self.penalty.map(|p| PenaltyBox::new(p, self.clock.clone())),
+                self.penalty.map(|p| PenaltyBox::new(p, clock.clone())),
             ),
         };
         #[cfg(not(feature = "redis"))]
         let (backend, penalty) = (
             Backend::Local,
-            self.penalty.map(|p| PenaltyBox::new(p, self.clock.clone())),
+            self.penalty.map(|p| PenaltyBox::new(p, clock.clone())),
         );
         Ok(RateLimiter {
             inner: Arc::new(Inner {
@@ -435,16 +457,27 @@ impl Inner {
         v
     }
 
-    /// The `RateLimit` field item for rule `i`.
+    /// The `RateLimit` field item for rule `i`: `"name";r=<remaining>;t=<seconds>`.
     pub(crate) fn ratelimit_value(&self, i: usize, out: &RuleOutcome) -> HeaderValue {
-        let c = &self.rules[i];
-        let mut s = String::with_capacity(c.item.len() + 32);
-        s.push_str(&c.item);
-        s.push_str(";r=");
-        push_u64(&mut s, u64::from(out.remaining));
-        s.push_str(";t=");
-        push_u64(&mut s, ceil_secs(out.reset));
-        HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("\"?\";r=0"))
+        let item = self.rules[i].item.as_bytes();
+        // Rule names are at most 64 bytes (`valid_name`), so the item fits with room for both numbers; formatted
+        // on the stack and copied once into an exactly sized buffer (this runs on every response).
+        let mut buf = [0u8; 128];
+        let mut n = 0;
+        let mut put = |b: &[u8]| {
+            if let Some(dst) = buf.get_mut(n..n + b.len()) {
+                dst.copy_from_slice(b);
+                n += b.len();
+            }
+        };
+        let mut digits = [0u8; 20];
+        put(item);
+        put(b";r=");
+        put(fmt_u64(&mut digits, u64::from(out.remaining)));
+        put(b";t=");
+        put(fmt_u64(&mut digits, ceil_secs(out.reset)));
+        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&buf[..n]))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"?\";r=0"))
     }
 
     /// Records the allow decision, naming the rule closest to its limit.
@@ -461,9 +494,8 @@ impl Inner {
     }
 }
 
-/// Appends the decimal digits of `n` (no formatting machinery: this runs on every response).
-fn push_u64(s: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
+/// The decimal digits of `n`, written at the end of `buf` (no formatting machinery: this runs on every response).
+fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -473,7 +505,7 @@ fn push_u64(s: &mut String, mut n: u64) {
             break;
         }
     }
-    s.extend(buf[i..].iter().map(|&b| char::from(b)));
+    &buf[i..]
 }
 
 /// Retry-After seconds for a wait (at least 1).

@@ -219,6 +219,11 @@ impl RedisBackendBuilder {
             .get_connection_manager_lazy(config)
             .map_err(|e| ConfigError::Redis(e.to_string()))?;
         let prefix = self.prefix;
+        // The failure series exist from the start (at zero), so a dashboard can rate() them before the first one.
+        for error in ["timeout", "circuit_open", "error", "protocol"] {
+            metrics::counter!("msec_ratelimit_backend_failures_total", "policy" => policy.as_str(), "error" => error)
+                .increment(0);
+        }
         Ok(RedisBackend {
             conn,
             gcra: redis::Script::new(GCRA_SCRIPT),
@@ -292,6 +297,21 @@ pub(crate) enum Decided {
 }
 
 impl RedisBackend {
+    /// One `PING`, bounded by the timeout. Ignores the circuit breaker: a readiness probe wants the truth.
+    pub(crate) async fn ping(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let r = match tokio::time::timeout(self.timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Err(_) => Err(BackendError::Timeout),
+            Ok(Err(e)) if e.is_timeout() => Err(BackendError::Timeout),
+            Ok(Err(e)) => Err(BackendError::Backend(e.to_string())),
+            Ok(Ok(pong)) if pong == "PONG" => Ok(()),
+            Ok(Ok(_)) => Err(BackendError::Protocol),
+        };
+        metrics::counter!("msec_ratelimit_backend_pings_total", "result" => if r.is_ok() { "ok" } else { "error" })
+            .increment(1);
+        r
+    }
+
     fn now_us(&self) -> i64 {
         us(self
             .clock

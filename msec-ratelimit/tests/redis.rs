@@ -383,3 +383,36 @@ async fn bans_are_shared_and_escalate() {
     assert_eq!(a.status(ip).await, 429);
     assert_eq!(b.status(ip).await, 429);
 }
+
+#[tokio::test]
+async fn ping_backend_tells_whether_redis_answers() {
+    let clock = ManualClock::starting_now();
+    let local = RateLimiter::builder()
+        .rule(Rule::new("api", Quota::per_hour(2)))
+        .build()
+        .unwrap();
+    local.ping_backend().await.unwrap();
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = Replica::new(
+        &format!("redis://{closed}"),
+        "x",
+        vec![Rule::new("api", Quota::per_hour(2))],
+        FailurePolicy::FallbackLocal,
+        &clock,
+    );
+    assert!(down.limiter.ping_backend().await.is_err());
+
+    let Some((url, _)) = redis_addr().await else { return };
+    let up = Replica::new(
+        &url,
+        &prefix("ping"),
+        vec![Rule::new("api", Quota::per_hour(2))],
+        FailurePolicy::FallbackLocal,
+        &clock,
+    );
+    up.limiter.ping_backend().await.unwrap();
+}
