@@ -134,6 +134,12 @@ impl LocalLimiter {
         }
     }
 
+    /// A limiter of `quota` tracking at most `max_keys` keys, timed by a [`FastClock`](crate::FastClock) (what
+    /// [`RateLimiter`](crate::RateLimiter) uses when no clock is injected).
+    pub fn with_default_clock(quota: Quota, max_keys: usize) -> Self {
+        Self::new(quota, max_keys, Arc::new(crate::FastClock::new()))
+    }
+
     /// The quota.
     pub fn quota(&self) -> Quota {
         self.quota
