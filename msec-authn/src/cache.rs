@@ -24,8 +24,8 @@ pub(crate) struct Entry {
 pub(crate) type Digest = [u8; 32];
 
 /// SHA-256 of the token.
-pub(crate) fn digest(token: &str) -> Digest {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+pub(crate) fn digest(token: &[u8]) -> Digest {
+    let d = ring::digest::digest(&ring::digest::SHA256, token);
     let mut out = [0; 32];
     out.copy_from_slice(d.as_ref());
     out

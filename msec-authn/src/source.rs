@@ -1,7 +1,6 @@
 //! Where a token is read from: `Authorization: Bearer` (default), a custom header, a cookie, or — only through
 //! an explicitly dangerous constructor — a query parameter.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use http::HeaderName;
@@ -51,7 +50,8 @@ pub(crate) enum Extracted<'a> {
     /// Nothing there.
     None,
     /// A token.
-    Found(Cow<'a, str>),
+    /// The raw token bytes (not yet checked for UTF-8: the cache is looked up before any other work).
+    Found(&'a [u8]),
     /// Something there, but not usable (two values, an empty token, a bad header value).
     Malformed(&'static str),
 }
@@ -130,17 +130,13 @@ fn bearer<'a>(head: &RequestHead<'a>) -> Extracted<'a> {
     if values.next().is_some() {
         return Extracted::Malformed("more than one Authorization header");
     }
-    // UTF-8 is checked here (fast for ASCII); the token's own alphabet is checked by whoever parses it.
-    let Ok(s) = std::str::from_utf8(bytes) else {
-        return Extracted::Malformed("Authorization header is not UTF-8");
-    };
-    let token = s[6..].trim_start_matches(' ').trim_end();
+    // The token's alphabet (and so UTF-8) is checked by whoever parses it, after the cache lookup; spaces inside
+    // the token too (a JWT has none). Scanning here would cost every request, cached or not.
+    let token = bytes[6..].trim_ascii();
     if token.is_empty() {
         return Extracted::Malformed("empty bearer token");
     }
-    // Spaces inside the token are left to the token's parser (a JWT's alphabet has none): scanning for them
-    // here would cost every request, cached or not.
-    Extracted::Found(Cow::Borrowed(token))
+    Extracted::Found(token)
 }
 
 fn custom_header<'a>(head: &RequestHead<'a>, name: &HeaderName, prefix: Option<&str>) -> Extracted<'a> {
@@ -165,7 +161,7 @@ fn custom_header<'a>(head: &RequestHead<'a>, name: &HeaderName, prefix: Option<&
     if token.is_empty() {
         return Extracted::Malformed("empty token header");
     }
-    Extracted::Found(Cow::Borrowed(token))
+    Extracted::Found(token.as_bytes())
 }
 
 fn cookie<'a>(head: &RequestHead<'a>, name: &str) -> Extracted<'a> {
@@ -191,7 +187,7 @@ fn cookie<'a>(head: &RequestHead<'a>, name: &str) -> Extracted<'a> {
     match found {
         None => Extracted::None,
         Some("") => Extracted::Malformed("empty token cookie"),
-        Some(t) => Extracted::Found(Cow::Borrowed(t)),
+        Some(t) => Extracted::Found(t.as_bytes()),
     }
 }
 
@@ -213,7 +209,7 @@ fn query<'a>(head: &RequestHead<'a>, name: &str) -> Extracted<'a> {
     match found {
         None => Extracted::None,
         Some("") => Extracted::Malformed("empty token query parameter"),
-        Some(t) => Extracted::Found(Cow::Borrowed(t)),
+        Some(t) => Extracted::Found(t.as_bytes()),
     }
 }
 
@@ -226,7 +222,7 @@ mod tests {
         let req = build(Request::builder().uri("/p?x=1")).body(()).unwrap();
         match src.extract(&RequestHead::from_request(&req)) {
             Extracted::None => "none".into(),
-            Extracted::Found(t) => format!("found:{t}"),
+            Extracted::Found(t) => format!("found:{}", String::from_utf8_lossy(t)),
             Extracted::Malformed(m) => format!("malformed:{m}"),
         }
     }
@@ -248,12 +244,13 @@ mod tests {
                 .header("authorization", "Bearer b"))
             .starts_with("malformed")
         );
-        assert!(
+        // Non-UTF-8 bytes are passed on: the token's parser refuses them (after the cache lookup).
+        assert_eq!(
             ext(&b, |r| r.header(
                 "authorization",
                 http::HeaderValue::from_bytes(b"Bearer \xff").unwrap()
-            ))
-            .starts_with("malformed")
+            )),
+            "found:\u{fffd}"
         );
     }
 
@@ -271,10 +268,7 @@ mod tests {
         assert!(ext(&c, |r| r.header("cookie", "at=1").header("cookie", "at=2")).starts_with("malformed"));
         let q = TokenSource::danger_query_parameter("access_token").unwrap();
         let req = Request::builder().uri("/ws?a=1&access_token=t0k").body(()).unwrap();
-        assert_eq!(
-            q.extract(&RequestHead::from_request(&req)),
-            Extracted::Found("t0k".into())
-        );
+        assert_eq!(q.extract(&RequestHead::from_request(&req)), Extracted::Found(b"t0k"));
         let req = Request::builder()
             .uri("/ws?access_token=a&access_token=b")
             .body(())

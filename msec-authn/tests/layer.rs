@@ -103,6 +103,12 @@ async fn missing_malformed_invalid_and_unavailable_answers() {
     assert_eq!((d.outcome, d.code.as_str()), (Outcome::Deny, "missing_credentials"));
     assert!(a.principal.is_none());
 
+    let mut req = anonymous("/v1/orders/7");
+    req.headers_mut().insert(
+        "authorization",
+        http::HeaderValue::from_bytes(b"Bearer e\xffJ.e30.c2ln").unwrap(),
+    );
+    assert_eq!(call(&layer, req).await.code(), "malformed_token", "non-UTF-8 bytes");
     let a = call(&layer, bearer("not-a-jwt")).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "malformed_token"));
     assert_eq!(

@@ -80,16 +80,20 @@ impl Authenticator for JwtAuthenticator {
                 Extracted::Malformed(why) => {
                     return Attempt::Declined(AuthnError::new(AuthnErrorKind::MalformedToken, why));
                 }
-                Extracted::Found(token) => {
+                Extracted::Found(raw) => {
                     // The cache first: a hit needs neither the shape check nor any parsing.
-                    return match self.validator.lookup(&token) {
-                        Lookup::Hit(a) => Attempt::Claimed(AuthnFuture::ready(Ok(a))),
-                        Lookup::Refused(e) => Attempt::Declined(e),
-                        Lookup::Miss(_) if !looks_like_jws(&token) => Attempt::Declined(AuthnError::new(
+                    let digest = match self.validator.lookup(raw) {
+                        Lookup::Hit(a) => return Attempt::Claimed(AuthnFuture::ready(Ok(a))),
+                        Lookup::Refused(e) => return Attempt::Declined(e),
+                        Lookup::Miss(digest) => digest,
+                    };
+                    // Only base64url symbols and two dots: ASCII, hence UTF-8.
+                    return match std::str::from_utf8(raw) {
+                        Ok(token) if looks_like_jws(token) => Attempt::Claimed(self.validator.verify(token, digest)),
+                        _ => Attempt::Declined(AuthnError::new(
                             AuthnErrorKind::MalformedToken,
                             "not a compact JWS (three base64url segments)",
                         )),
-                        Lookup::Miss(digest) => Attempt::Claimed(self.validator.verify(&token, digest)),
                     };
                 }
             }

@@ -380,7 +380,7 @@ impl JwtValidator {
 
     /// Verifies `token`. Ready at once unless keys must be fetched first.
     pub fn validate(&self, token: &str) -> AuthnFuture<AuthnResult> {
-        match self.inner.lookup(token) {
+        match self.inner.lookup(token.as_bytes()) {
             Lookup::Hit(a) => AuthnFuture::ready(Ok(a)),
             Lookup::Refused(e) => AuthnFuture::ready(Err(e)),
             Lookup::Miss(digest) => self.verify(token, digest),
@@ -388,7 +388,7 @@ impl JwtValidator {
     }
 
     /// The cache lookup (after the size check): a hit, or the digest to store the verification under.
-    pub(crate) fn lookup(&self, token: &str) -> Lookup {
+    pub(crate) fn lookup(&self, token: &[u8]) -> Lookup {
         self.inner.lookup(token)
     }
 
@@ -495,7 +495,7 @@ impl Inner {
         true
     }
 
-    fn lookup(&self, token: &str) -> Lookup {
+    fn lookup(&self, token: &[u8]) -> Lookup {
         if token.len() > self.max_token_bytes {
             return Lookup::Refused(AuthnError::new(
                 AuthnErrorKind::TokenTooLarge,
