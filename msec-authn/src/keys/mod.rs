@@ -178,7 +178,7 @@ pub(crate) fn parse_jwk(jwk: &Value, rules: &JwkRules) -> Result<VerifyingKey, S
             let e = b64(obj.get("e"), "e")?;
             let n = strip_zeros(&n);
             let e = strip_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            let bits = bit_len(n);
             if !(2048..=8192).contains(&bits) {
                 return Err(format!("RSA modulus of {bits} bits (2048 to 8192 accepted)"));
             }
@@ -237,6 +237,14 @@ pub(crate) fn parse_jwk(jwk: &Value, rules: &JwkRules) -> Result<VerifyingKey, S
     VerifyingKey::new(kid, alg, &material, &key)
 }
 
+/// The bit length of a big-endian unsigned integer without leading zero bytes (0 for empty).
+fn bit_len(n: &[u8]) -> usize {
+    match n.first() {
+        None => 0,
+        Some(first) => n.len() * 8 - first.leading_zeros() as usize,
+    }
+}
+
 fn strip_zeros(b: &[u8]) -> &[u8] {
     let z = b.iter().take_while(|x| **x == 0).count();
     &b[z..]
@@ -261,7 +269,7 @@ pub(crate) fn pem_key(kid: Option<&str>, alg: Algorithm, pem: &[u8]) -> Result<V
         Algorithm::EdDSA if material.len() != 32 => return Err("not an Ed25519 key".into()),
         _ if alg.family() == AlgorithmFamily::Rsa => {
             let (n, _) = der::rsa_public_key(&material).ok_or("not an RSA public key")?;
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            let bits = bit_len(strip_zeros(n));
             if !(2048..=8192).contains(&bits) {
                 return Err(format!("RSA modulus of {bits} bits (2048 to 8192 accepted)"));
             }

@@ -448,8 +448,8 @@ impl KeyStore {
             } else {
                 old.generation
             },
-            fresh_until: Some(now + ttl),
-            usable_until: Some(now + ttl + r.refresh.max_staleness),
+            fresh_until: Some(now.saturating_add(ttl)),
+            usable_until: Some(now.saturating_add(ttl).saturating_add(r.refresh.max_staleness)),
             etag,
         };
         let removed = if changed {
