@@ -45,6 +45,11 @@ pub mod codes {
     pub const BAD_TYP: ReasonCode = ReasonCode::new("bad_typ");
     /// The issuer's keys are not available (never fetched, or stale beyond the maximum staleness).
     pub const KEYS_UNAVAILABLE: ReasonCode = ReasonCode::new("keys_unavailable");
+    /// The token is bound to a client certificate (RFC 8705 `cnf.x5t#S256`) and the request came without it:
+    /// no TLS client certificate, or another one.
+    pub const CERTIFICATE_BINDING_MISMATCH: ReasonCode = ReasonCode::new("certificate_binding_mismatch");
+    /// Certificate binding is strict and the token is not bound to a client certificate (no `cnf.x5t#S256`).
+    pub const CERTIFICATE_BINDING_MISSING: ReasonCode = ReasonCode::new("certificate_binding_missing");
 }
 
 /// What kind of authentication failure an [`AuthnError`] is.
@@ -98,6 +103,10 @@ pub enum AuthnErrorKind {
     BadTyp,
     /// Verification keys are unavailable.
     KeysUnavailable,
+    /// The token's certificate binding does not match the TLS client certificate.
+    CertificateBindingMismatch,
+    /// The token is not certificate-bound and binding is required.
+    CertificateBindingMissing,
 }
 
 impl AuthnErrorKind {
@@ -120,6 +129,8 @@ impl AuthnErrorKind {
             Self::InvalidClaim => codes::INVALID_CLAIM,
             Self::BadTyp => codes::BAD_TYP,
             Self::KeysUnavailable => codes::KEYS_UNAVAILABLE,
+            Self::CertificateBindingMismatch => codes::CERTIFICATE_BINDING_MISMATCH,
+            Self::CertificateBindingMissing => codes::CERTIFICATE_BINDING_MISSING,
         }
     }
 
@@ -142,6 +153,8 @@ impl AuthnErrorKind {
             Self::InvalidClaim => "the access token has an invalid claim",
             Self::BadTyp => "the access token's type is not accepted",
             Self::KeysUnavailable => "token verification is temporarily unavailable",
+            Self::CertificateBindingMismatch => "the access token is bound to a different client certificate",
+            Self::CertificateBindingMissing => "the access token must be bound to the client certificate",
         }
     }
 

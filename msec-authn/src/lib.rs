@@ -35,6 +35,7 @@
 
 mod authenticator;
 mod cache;
+pub mod cnf;
 pub mod crypto;
 mod error;
 #[doc(hidden)]
