@@ -1,14 +1,18 @@
 //! msec-ratelimit beside its raw primitives.
 //!
 //! - `check`: governor's own keyed limiter (`check_key`, default store) vs msec's `LocalLimiter::check` (same
-//!   GCRA over the bounded, self-evicting store, key encoding included) vs formatting the RateLimit fields alone.
-//! - `layer`: a bare tower service vs the same service behind `RateLimitLayer` (one per-IP rule), with and
-//!   without RateLimit headers.
+//!   GCRA over the bounded, self-evicting store, key encoding included) vs formatting the RateLimit fields alone;
+//!   the two clocks.
+//! - `layer`: a bare tower service vs the same service behind a minimal governor layer that sends the same
+//!   RateLimit fields (`baseline/mod.rs`) vs behind `RateLimitLayer` (one per-IP rule), with and without
+//!   RateLimit headers.
 //! - `redis` (feature `redis`, needs Redis on 127.0.0.1:6379): decisions per second from one process over one
 //!   multiplexed connection, 1 and 64 in flight.
 //!
 //! Run: `cargo bench -p msec-ratelimit --features redis --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod baseline;
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -36,7 +40,10 @@ fn check(c: &mut Criterion) {
     let ips = ips();
     // Generous quotas so every call takes the "allowed" path, as most production calls do.
     let gov = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()));
-    let local = LocalLimiter::new(Quota::per_second(1_000_000_000), 100_000, Arc::new(SystemClock));
+    // msec's limiter as `RateLimiter` builds it (default clock: `FastClock`), and with msec-core's `SystemClock`
+    // injected.
+    let local = LocalLimiter::with_default_clock(Quota::per_second(1_000_000_000), 100_000);
+    let local_sys = LocalLimiter::new(Quota::per_second(1_000_000_000), 100_000, Arc::new(SystemClock));
     // The same governor limiter timed like msec's (msec-core's injected clock instead of quanta's TSC).
     let gov_std = governor::RateLimiter::hashmap_with_clock(
         governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()),
@@ -57,8 +64,11 @@ fn check(c: &mut Criterion) {
         });
     });
     g.bench_function("clock_read_msec_core_system_clock", |b| {
-        use msec_core::clock::Clock;
-        let c = SystemClock;
+        let c: msec_core::clock::SharedClock = Arc::new(SystemClock);
+        b.iter(|| black_box(c.monotonic()));
+    });
+    g.bench_function("clock_read_fast_clock", |b| {
+        let c: msec_core::clock::SharedClock = Arc::new(msec_ratelimit::FastClock::new());
         b.iter(|| black_box(c.monotonic()));
     });
     g.bench_function("msec_local_check", |b| {
@@ -67,15 +77,20 @@ fn check(c: &mut Criterion) {
             black_box(local.check(&Key::ip(ips[i], 32, 64), NonZeroU32::MIN).allowed)
         });
     });
+    g.bench_function("msec_local_check_system_clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % ips.len();
+            black_box(local_sys.check(&Key::ip(ips[i], 32, 64), NonZeroU32::MIN).allowed)
+        });
+    });
     // What the layer adds per response: one formatted `RateLimit` item and a clone of the precomputed policy.
     let policy = HeaderValue::from_static("\"per-ip\";q=100;w=60");
     g.bench_function("ratelimit_header_formatting", |b| {
         b.iter(|| {
-            use std::fmt::Write as _;
-            let mut s = String::with_capacity(32);
-            s.push_str("\"per-ip\"");
-            let _ = write!(s, ";r={};t={}", black_box(42u32), black_box(17u64));
-            black_box((policy.clone(), HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap()))
+            black_box((
+                policy.clone(),
+                baseline::format_item("\"per-ip\"", black_box(42u32), black_box(17u64)),
+            ))
         });
     });
     g.finish();
@@ -93,22 +108,33 @@ fn layer(c: &mut Criterion) {
         r.extensions_mut().insert(ClientAddr::from_socket((ip, 4000).into()));
         r
     };
+    fn drive<S: Service<Request<()>>>(svc: &mut S, r: Request<()>) -> S::Response
+    where
+        S::Error: std::fmt::Debug,
+    {
+        svc.ready()
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .call(r)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+    }
     let mut g = c.benchmark_group("layer");
     let mut i = 0usize;
     g.bench_function("bare_service", |b| {
         let mut svc = inner;
         b.iter(|| {
             i = (i + 1) % ips.len();
-            black_box(
-                svc.ready()
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap()
-                    .call(req(ips[i]))
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap(),
-            )
+            black_box(drive(&mut svc, req(ips[i])))
+        });
+    });
+    g.bench_function("governor_minimal_layer_with_headers", |b| {
+        let mut svc = baseline::GovernorHeaders::new(inner, 1_000_000_000);
+        b.iter(|| {
+            i = (i + 1) % ips.len();
+            black_box(drive(&mut svc, req(ips[i])))
         });
     });
     for (name, layer) in [
@@ -122,16 +148,7 @@ fn layer(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % ips.len();
-                black_box(
-                    svc.ready()
-                        .now_or_never()
-                        .unwrap()
-                        .unwrap()
-                        .call(req(ips[i]))
-                        .now_or_never()
-                        .unwrap()
-                        .unwrap(),
-                )
+                black_box(drive(&mut svc, req(ips[i])))
             });
         });
     }

@@ -323,16 +323,10 @@ impl RateLimiterBuilder {
                     .map(|p| PenaltyBox::with_redis(p, clock.clone(), redis.clone()));
                 (Backend::Redis(redis), penalty)
             }
-            None => (
-                Backend::Local,
-                self.penalty.map(|p| PenaltyBox::new(p, clock.clone())),
-            ),
+            None => (Backend::Local, self.penalty.map(|p| PenaltyBox::new(p, clock.clone()))),
         };
         #[cfg(not(feature = "redis"))]
-        let (backend, penalty) = (
-            Backend::Local,
-            self.penalty.map(|p| PenaltyBox::new(p, clock.clone())),
-        );
+        let (backend, penalty) = (Backend::Local, self.penalty.map(|p| PenaltyBox::new(p, clock.clone())));
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 rules: compiled,

@@ -2,8 +2,9 @@
 //!
 //! - `handshake_first_request`: a new mTLS connection (full TLS 1.3 handshake with a client SVID) and one
 //!   HTTP/1.1 request, against (a) tokio-rustls + hyper-util with rustls' own `WebPkiClientVerifier`, (b) the
-//!   same raw loop with msec's SPIFFE verifier (per-domain bundles, SVID checks), (c) `msec_tls::serve` (SPIFFE
-//!   verifier + parsing the peer certificate into `Arc<PeerIdentity>` + request extensions).
+//!   same raw loop with msec's SPIFFE verifier (per-domain bundles, SVID checks), (c) that loop plus parsing the
+//!   peer certificate into `Arc<PeerIdentity>` and putting it in the request, (d) `msec_tls::serve`.
+//!   (c) vs (b) is the cost of identity extraction; (d) vs (c) the serve loop's timeouts, cap and shutdown.
 //! - `identity_extraction`: the per-connection parse alone, beside SHA-256 of the same DER.
 //! - `per_request_identity`: what each request pays to carry and read the identity.
 //!
@@ -12,140 +13,30 @@
 //! Run: `cargo bench -p msec-tls --all-features --bench handshake -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod support;
+
 use std::convert::Infallible;
-use std::future::IntoFuture;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::Request;
 use msec_core::{PeerIdentity, PeerSource};
-use msec_test_support::{TestCa, TestCert};
-use msec_tls::{CertSource, ClientAuth, ClientTls, PeerExtensions, ServerAuth, ServerTls, Trust};
+use msec_test_support::TestCa;
+use msec_tls::PeerExtensions;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
-fn source(c: &TestCert) -> CertSource {
-    CertSource::pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).unwrap()
-}
-
-async fn ok(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
-}
-
-/// The raw primitive: accept, tokio-rustls handshake, hyper-util auto; no identity, no extensions.
-async fn raw_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(ok))
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn msec_server(tls: ServerTls) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = tower::service_fn(|req: Request<hyper::body::Incoming>| async move {
-        // A handler that reads the identity, as real ones do.
-        black_box(req.extensions().get::<Arc<PeerIdentity>>().cloned());
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    });
-    tokio::spawn(msec_tls::serve(listener, tls, app).into_future());
-    addr
-}
-
-/// One new connection, one GET.
-async fn first_request(client: &ClientTls, addr: SocketAddr) {
-    let stream = client.connect(addr, "localhost").await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    black_box(resp.into_body().collect().await.unwrap());
-}
-
 fn handshake(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
-    let ca = TestCa::new("example.org");
-    let server_cert = ca.localhost();
-    let svid = ca.svid("/ns/prod/sa/frontend");
-    let spiffe = Trust::spiffe()
-        .bundle("example.org".parse().unwrap(), [ca.cert()])
-        .build()
-        .unwrap();
-    let msec_tls = ServerTls::builder()
-        .client_auth(ClientAuth::required(spiffe))
-        .certificate(source(&server_cert))
-        .build()
-        .unwrap();
-
-    // rustls alone: WebPkiClientVerifier over CA roots, the same certificate, no resumption.
-    let rustls_config = {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .unwrap();
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![server_cert.cert()], server_cert.key())
-            .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        cfg.send_tls13_tickets = 0;
-        Arc::new(cfg)
-    };
-
-    let (rustls_addr, spiffe_raw_addr, msec_addr) = rt.block_on(async {
-        (
-            raw_server(rustls_config).await,
-            raw_server(msec_tls.config().clone()).await,
-            msec_server(msec_tls.clone()).await,
-        )
-    });
-    let client = ClientTls::builder()
-        .server_auth(ServerAuth::dns(Trust::roots().cert(ca.cert()).build().unwrap()))
-        .client_cert(source(&svid))
-        .alpn_protocols(["http/1.1"])
-        .build()
-        .unwrap();
-
+    let (servers, client) = rt.block_on(support::setup());
+    // Sequential runs drift with the load of a shared machine; benches/handshake_paired.rs alternates the four
+    // servers connection by connection for the ratios.
     let mut g = c.benchmark_group("handshake_first_request");
-    g.bench_function("raw: rustls WebPkiClientVerifier + tokio-rustls + hyper", |b| {
-        b.iter(|| rt.block_on(first_request(&client, rustls_addr)));
-    });
-    g.bench_function("raw loop + msec SPIFFE verifier (no identity extraction)", |b| {
-        b.iter(|| rt.block_on(first_request(&client, spiffe_raw_addr)));
-    });
-    g.bench_function("msec_tls::serve (SPIFFE verifier + identity extraction)", |b| {
-        b.iter(|| rt.block_on(first_request(&client, msec_addr)));
-    });
+    for (addr, name) in servers.iter().zip(support::NAMES) {
+        g.bench_function(name, |b| b.iter(|| rt.block_on(support::first_request(&client, *addr))));
+    }
     g.finish();
 }
 
