@@ -45,6 +45,15 @@ pub mod codes {
     pub const BAD_TYP: ReasonCode = ReasonCode::new("bad_typ");
     /// The issuer's keys are not available (never fetched, or stale beyond the maximum staleness).
     pub const KEYS_UNAVAILABLE: ReasonCode = ReasonCode::new("keys_unavailable");
+    /// The introspection endpoint (RFC 7662) answered `active: false`.
+    pub const TOKEN_INACTIVE: ReasonCode = ReasonCode::new("token_inactive");
+    /// The token (its `jti`) or its subject is on the revocation denylist.
+    pub const TOKEN_REVOKED: ReasonCode = ReasonCode::new("token_revoked");
+    /// The introspection endpoint is down, slow, refused our client credentials or answered nonsense, and
+    /// nothing usable was cached.
+    pub const INTROSPECTION_UNAVAILABLE: ReasonCode = ReasonCode::new("introspection_unavailable");
+    /// The revocation denylist (Redis) could not be consulted and the policy is fail-closed.
+    pub const REVOCATION_UNAVAILABLE: ReasonCode = ReasonCode::new("revocation_unavailable");
     /// The token is bound to a client certificate (RFC 8705 `cnf.x5t#S256`) and the request came without it:
     /// no TLS client certificate, or another one.
     pub const CERTIFICATE_BINDING_MISMATCH: ReasonCode = ReasonCode::new("certificate_binding_mismatch");
@@ -60,7 +69,7 @@ pub mod codes {
 /// |---------------------------------------|------|-----------------------------------------------------|
 /// | `missing_credentials`                 | 401  | `Bearer` with no `error` attribute (RFC 6750 §3.1)  |
 /// | `malformed_token`, `token_too_large`  | 400  | `error="invalid_request"`                           |
-/// | `keys_unavailable`                    | 503  | none (`Retry-After` set)                            |
+/// | `keys_unavailable`, `introspection_unavailable`, `revocation_unavailable` | 503 | none (`Retry-After` set) |
 /// | every other kind                      | 401  | `error="invalid_token"` + a fixed `error_description` |
 ///
 /// Clients only ever see the code and the fixed description; the [`detail`](AuthnError::detail) (which claim,
@@ -103,6 +112,14 @@ pub enum AuthnErrorKind {
     BadTyp,
     /// Verification keys are unavailable.
     KeysUnavailable,
+    /// The introspection endpoint says the token is not active.
+    TokenInactive,
+    /// The token or its subject has been revoked.
+    TokenRevoked,
+    /// The introspection endpoint could not answer.
+    IntrospectionUnavailable,
+    /// The revocation denylist could not be consulted (fail-closed).
+    RevocationUnavailable,
     /// The token's certificate binding does not match the TLS client certificate.
     CertificateBindingMismatch,
     /// The token is not certificate-bound and binding is required.
@@ -129,6 +146,10 @@ impl AuthnErrorKind {
             Self::InvalidClaim => codes::INVALID_CLAIM,
             Self::BadTyp => codes::BAD_TYP,
             Self::KeysUnavailable => codes::KEYS_UNAVAILABLE,
+            Self::TokenInactive => codes::TOKEN_INACTIVE,
+            Self::TokenRevoked => codes::TOKEN_REVOKED,
+            Self::IntrospectionUnavailable => codes::INTROSPECTION_UNAVAILABLE,
+            Self::RevocationUnavailable => codes::REVOCATION_UNAVAILABLE,
             Self::CertificateBindingMismatch => codes::CERTIFICATE_BINDING_MISMATCH,
             Self::CertificateBindingMissing => codes::CERTIFICATE_BINDING_MISSING,
         }
@@ -153,6 +174,10 @@ impl AuthnErrorKind {
             Self::InvalidClaim => "the access token has an invalid claim",
             Self::BadTyp => "the access token's type is not accepted",
             Self::KeysUnavailable => "token verification is temporarily unavailable",
+            Self::TokenInactive => "the access token is not active",
+            Self::TokenRevoked => "the access token has been revoked",
+            Self::IntrospectionUnavailable => "token introspection is temporarily unavailable",
+            Self::RevocationUnavailable => "the token revocation check is temporarily unavailable",
             Self::CertificateBindingMismatch => "the access token is bound to a different client certificate",
             Self::CertificateBindingMissing => "the access token must be bound to the client certificate",
         }
@@ -163,7 +188,9 @@ impl AuthnErrorKind {
         match self {
             Self::MissingCredentials => Rejection::missing_credentials(),
             Self::MalformedToken | Self::TokenTooLarge => Rejection::invalid_request(self.code(), self.description()),
-            Self::KeysUnavailable => Rejection::unavailable(self.code(), self.description()).with_retry_after(5),
+            Self::KeysUnavailable | Self::IntrospectionUnavailable | Self::RevocationUnavailable => {
+                Rejection::unavailable(self.code(), self.description()).with_retry_after(5)
+            }
             _ => Rejection::invalid_token(self.code(), self.description()),
         }
     }

@@ -11,6 +11,9 @@
 //! - [`crypto`]: the ring-backed `CryptoProvider` for `jsonwebtoken` 11 (no install call needed).
 //! - [`AuthnLayer`]: required / optional / per-route modes, RFC 6750 challenges, problem+json or gRPC
 //!   trailers-only rejections, an `authn` decision for the audit log.
+//! - [`introspection::IntrospectionAuthenticator`]: opaque tokens checked with RFC 7662 introspection (client
+//!   authentication, a bounded SHA-256-keyed cache, single-flight, 503 when the endpoint is down).
+//! - [`revocation`]: a `jti` / subject denylist as a [`PostVerify`] hook, in memory or in Redis (feature `redis`).
 //! - [`Authenticator`], [`AuthnChain`], [`PostVerify`]: the extension points for other credential kinds and for
 //!   checks after verification.
 //!
@@ -40,9 +43,11 @@ pub mod crypto;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod introspection;
 pub mod jwt;
 pub mod keys;
 mod layer;
+pub mod revocation;
 mod source;
 mod util;
 

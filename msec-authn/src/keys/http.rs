@@ -132,6 +132,12 @@ impl HttpConfig {
     }
 
     pub(crate) fn build(&self) -> Result<Fetcher, ConfigError> {
+        self.build_with_redirects(true)
+    }
+
+    /// Like `build`; with `follow_redirects` false every 3xx is returned as is (for POSTs that carry client
+    /// credentials: introspection).
+    pub(crate) fn build_with_redirects(&self, follow_redirects: bool) -> Result<Fetcher, ConfigError> {
         let mut roots = rustls::RootCertStore::empty();
         if self.webpki_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -148,7 +154,9 @@ impl HttpConfig {
             .with_no_client_auth();
         let allow_http = self.allow_http_loopback;
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 3 {
+            if !follow_redirects {
+                attempt.stop()
+            } else if attempt.previous().len() >= 3 {
                 attempt.error("too many redirects")
             } else if url_allowed(attempt.url(), allow_http) {
                 attempt.follow()
@@ -244,6 +252,16 @@ pub(crate) fn parse_cache_control<'a>(values: impl Iterator<Item = &'a [u8]>) ->
 }
 
 impl Fetcher {
+    /// The configured client (timeouts, TLS roots, redirect rule).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The largest response body accepted, in bytes.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     pub(crate) fn allows(&self, url: &Url) -> bool {
         url_allowed(url, self.allow_http_loopback)
     }
@@ -299,7 +317,7 @@ impl Fetcher {
 }
 
 /// An error and its sources, one line (reqwest's top-level message alone is often just "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
