@@ -4,13 +4,13 @@
 //! Run: `cargo run --example tour`
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod audit;
 mod authn;
 mod authz;
 mod crypto;
 mod ratelimit;
-mod validate;
-mod audit;
 mod tls;
+mod validate;
 
 use std::fmt::Write as _;
 
@@ -147,8 +147,8 @@ async fn main() -> Result<(), BoxError> {
     println!("msec tour: every request below goes over real HTTP on 127.0.0.1\n");
     authz::run(&mut tour).await?;
     crypto::run(&mut tour).await?;
-    ratelimit::run(&mut tour).await?;
     validate::run(&mut tour).await?;
+    ratelimit::run(&mut tour).await?;
     authn::run(&mut tour).await?;
     audit::run(&mut tour).await?;
     tls::run(&mut tour).await?;
