@@ -19,9 +19,15 @@ fn docs(file: &str) -> Vec<Value> {
     }
     assert!(!out.is_empty(), "{file} holds no document");
     for d in &out {
-        assert!(d["apiVersion"].is_string(), "{file}: a document without apiVersion: {d}");
+        assert!(
+            d["apiVersion"].is_string(),
+            "{file}: a document without apiVersion: {d}"
+        );
         assert!(d["kind"].is_string(), "{file}: a document without kind: {d}");
-        assert!(d["metadata"]["name"].is_string(), "{file}: a document without metadata.name: {d}");
+        assert!(
+            d["metadata"]["name"].is_string(),
+            "{file}: a document without metadata.name: {d}"
+        );
     }
     out
 }
@@ -56,14 +62,23 @@ fn the_deployment_runs_non_root_read_only_without_privileges() {
         assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", c["name"]);
         assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
         assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{}", c["name"]);
-        assert!(c["resources"]["limits"]["memory"].is_string(), "{}: no memory limit", c["name"]);
+        assert!(
+            c["resources"]["limits"]["memory"].is_string(),
+            "{}: no memory limit",
+            c["name"]
+        );
         // Readiness is the dependency check (keys, Redis, audit writer), liveness only "the process is up".
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
         // Secrets are mounted read-only.
         for m in c["volumeMounts"].as_array().unwrap() {
             let name = m["name"].as_str().unwrap();
-            let vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap();
+            let vol = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap();
             if vol.get("secret").is_some() {
                 assert_eq!(m["readOnly"], true, "secret volume {name} mounted writable");
             }
@@ -80,7 +95,10 @@ fn every_environment_variable_is_one_the_example_reads() {
     for c in pod["containers"].as_array().unwrap() {
         for e in c["env"].as_array().unwrap() {
             let name = e["name"].as_str().unwrap();
-            assert!(source.contains(&format!("\"{name}\"")), "{name} is not read by examples/axum_api.rs");
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "{name} is not read by examples/axum_api.rs"
+            );
             seen += 1;
         }
     }
@@ -103,7 +121,10 @@ fn network_policy_denies_by_default_and_allows_one_service_account() {
     assert_eq!(ingress.len(), 1, "exactly one ingress allow");
     let from = ingress[0]["spec"]["ingress"][0]["from"].as_array().unwrap();
     assert_eq!(from.len(), 1);
-    assert_eq!(from[0]["podSelector"]["matchLabels"]["msec.dev/service-account"], "orders-web");
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"]["msec.dev/service-account"],
+        "orders-web"
+    );
 
     // The label the allow relies on is bound to the pod's service account by an admission policy.
     let vap = of_kind(&all, "ValidatingAdmissionPolicy");
@@ -115,7 +136,8 @@ fn network_policy_denies_by_default_and_allows_one_service_account() {
 
 #[test]
 fn the_image_runs_as_non_root_on_a_minimal_base() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy/Containerfile")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy/Containerfile")).unwrap();
     let from: Vec<_> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert!(from.last().unwrap().contains("distroless"), "{from:?}");
     assert!(text.lines().any(|l| l.trim() == "USER 65532:65532"));

@@ -45,6 +45,15 @@ pub mod codes {
     pub const BAD_TYP: ReasonCode = ReasonCode::new("bad_typ");
     /// The issuer's keys are not available (never fetched, or stale beyond the maximum staleness).
     pub const KEYS_UNAVAILABLE: ReasonCode = ReasonCode::new("keys_unavailable");
+    /// The API key is not valid: not in the key format, a bad checksum, an unknown key id, a prefix this
+    /// service does not accept, or a secret that does not match (the audit detail says which).
+    pub const INVALID_API_KEY: ReasonCode = ReasonCode::new("invalid_api_key");
+    /// The API key's record has expired.
+    pub const API_KEY_EXPIRED: ReasonCode = ReasonCode::new("api_key_expired");
+    /// The API key has been revoked.
+    pub const API_KEY_REVOKED: ReasonCode = ReasonCode::new("api_key_revoked");
+    /// The credential store (API keys) could not be reached or answered with an error.
+    pub const CREDENTIAL_STORE_UNAVAILABLE: ReasonCode = ReasonCode::new("credential_store_unavailable");
     /// The introspection endpoint (RFC 7662) answered `active: false`.
     pub const TOKEN_INACTIVE: ReasonCode = ReasonCode::new("token_inactive");
     /// The token (its `jti`) or its subject is on the revocation denylist.
@@ -70,6 +79,7 @@ pub mod codes {
 /// | `missing_credentials`                 | 401  | `Bearer` with no `error` attribute (RFC 6750 §3.1)  |
 /// | `malformed_token`, `token_too_large`  | 400  | `error="invalid_request"`                           |
 /// | `keys_unavailable`, `introspection_unavailable`, `revocation_unavailable` | 503 | none (`Retry-After` set) |
+/// | `credential_store_unavailable`        | 503  | none (`Retry-After` set)                            |
 /// | every other kind                      | 401  | `error="invalid_token"` + a fixed `error_description` |
 ///
 /// Clients only ever see the code and the fixed description; the [`detail`](AuthnError::detail) (which claim,
@@ -112,6 +122,14 @@ pub enum AuthnErrorKind {
     BadTyp,
     /// Verification keys are unavailable.
     KeysUnavailable,
+    /// The API key is invalid (format, checksum, unknown key id, prefix, secret).
+    InvalidApiKey,
+    /// The API key has expired.
+    ApiKeyExpired,
+    /// The API key has been revoked.
+    ApiKeyRevoked,
+    /// The credential store is unavailable.
+    CredentialStoreUnavailable,
     /// The introspection endpoint says the token is not active.
     TokenInactive,
     /// The token or its subject has been revoked.
@@ -146,6 +164,10 @@ impl AuthnErrorKind {
             Self::InvalidClaim => codes::INVALID_CLAIM,
             Self::BadTyp => codes::BAD_TYP,
             Self::KeysUnavailable => codes::KEYS_UNAVAILABLE,
+            Self::InvalidApiKey => codes::INVALID_API_KEY,
+            Self::ApiKeyExpired => codes::API_KEY_EXPIRED,
+            Self::ApiKeyRevoked => codes::API_KEY_REVOKED,
+            Self::CredentialStoreUnavailable => codes::CREDENTIAL_STORE_UNAVAILABLE,
             Self::TokenInactive => codes::TOKEN_INACTIVE,
             Self::TokenRevoked => codes::TOKEN_REVOKED,
             Self::IntrospectionUnavailable => codes::INTROSPECTION_UNAVAILABLE,
@@ -174,6 +196,10 @@ impl AuthnErrorKind {
             Self::InvalidClaim => "the access token has an invalid claim",
             Self::BadTyp => "the access token's type is not accepted",
             Self::KeysUnavailable => "token verification is temporarily unavailable",
+            Self::InvalidApiKey => "the API key is invalid",
+            Self::ApiKeyExpired => "the API key has expired",
+            Self::ApiKeyRevoked => "the API key has been revoked",
+            Self::CredentialStoreUnavailable => "credential verification is temporarily unavailable",
             Self::TokenInactive => "the access token is not active",
             Self::TokenRevoked => "the access token has been revoked",
             Self::IntrospectionUnavailable => "token introspection is temporarily unavailable",
@@ -188,7 +214,10 @@ impl AuthnErrorKind {
         match self {
             Self::MissingCredentials => Rejection::missing_credentials(),
             Self::MalformedToken | Self::TokenTooLarge => Rejection::invalid_request(self.code(), self.description()),
-            Self::KeysUnavailable | Self::IntrospectionUnavailable | Self::RevocationUnavailable => {
+            Self::KeysUnavailable
+            | Self::IntrospectionUnavailable
+            | Self::RevocationUnavailable
+            | Self::CredentialStoreUnavailable => {
                 Rejection::unavailable(self.code(), self.description()).with_retry_after(5)
             }
             _ => Rejection::invalid_token(self.code(), self.description()),

@@ -1,5 +1,5 @@
-//! Bodies of the cargo-fuzz targets in `fuzz/` (`authn_jwt`, `authn_jwks`), also run over proptest inputs by this
-//! crate's tests. Not part of the API.
+//! Bodies of the cargo-fuzz targets in `fuzz/` (`authn_jwt`, `authn_jwks`, `apikey_parse`), also run over
+//! proptest inputs by this crate's tests. Not part of the API.
 
 use std::sync::OnceLock;
 
@@ -79,4 +79,29 @@ pub fn jwks(data: &[u8]) {
             assert!(rules.allowed.contains(&k.alg));
         }
     }
+}
+
+/// Arbitrary bytes as an API key (`apikey_parse`): the parser never panics; what it accepts re-parses to the same
+/// prefix and key id and fails on any single changed character; and the authenticator (an empty in-memory store)
+/// never accepts it.
+pub fn apikey_parse(data: &[u8]) {
+    use crate::apikey::{ApiKeyAuthenticator, KeyHasher, MemoryApiKeyStore, parse_key};
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(k) = parse_key(s) {
+        assert!(s.starts_with(k.prefix()) && s.contains(k.key_id()));
+        let mut b = s.as_bytes().to_vec();
+        let last = b.len() - 1;
+        b[last] = if b[last] == b'0' { b'1' } else { b'0' };
+        if let Ok(changed) = std::str::from_utf8(&b) {
+            assert!(parse_key(changed).is_err(), "a changed checksum character must be refused");
+        }
+    }
+    let authn = ApiKeyAuthenticator::new(MemoryApiKeyStore::new(), KeyHasher::sha256());
+    let verdict = authn
+        .verify(data)
+        .into_ready()
+        .unwrap_or_else(|_| panic!("the in-memory store answers synchronously"));
+    assert!(verdict.is_err());
 }

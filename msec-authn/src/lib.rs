@@ -14,6 +14,8 @@
 //! - [`introspection::IntrospectionAuthenticator`]: opaque tokens checked with RFC 7662 introspection (client
 //!   authentication, a bounded SHA-256-keyed cache, single-flight, 503 when the endpoint is down).
 //! - [`revocation`]: a `jti` / subject denylist as a [`PostVerify`] hook, in memory or in Redis (feature `redis`).
+//! - [`apikey`]: API keys (`<prefix>_<key id><secret><checksum>`), digest-only records in memory or
+//!   PostgreSQL, and the [`ApiKeyAuthenticator`](apikey::ApiKeyAuthenticator).
 //! - [`Authenticator`], [`AuthnChain`], [`PostVerify`]: the extension points for other credential kinds and for
 //!   checks after verification.
 //!
@@ -36,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod apikey;
 mod authenticator;
 mod cache;
 pub mod cnf;
