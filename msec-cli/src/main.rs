@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apikey;
 mod audit;
 mod keyring;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Tamper-evident audit logs: verify, tail, keygen.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// API keys for msec-authn: new.
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCmd),
 }
 
 #[derive(Subcommand)]
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCmd::Check { file }) => policy_check(&file),
         Command::Keyring(cmd) => keyring::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Apikey(cmd) => apikey::run(cmd),
     }
 }
 
