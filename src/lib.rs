@@ -48,3 +48,8 @@ pub mod prelude {
         SecureHeadersLayer, SecurityContext,
     };
 }
+
+// The README's code blocks are compiled as doctests, so its examples cannot drift from the API.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
