@@ -16,6 +16,11 @@
 //! - [`revocation`]: a `jti` / subject denylist as a [`PostVerify`] hook, in memory or in Redis (feature `redis`).
 //! - [`apikey`]: API keys (`<prefix>_<key id><secret><checksum>`), digest-only records in memory or
 //!   PostgreSQL, and the [`ApiKeyAuthenticator`](apikey::ApiKeyAuthenticator).
+//! - [`cnf::CertificateBound`]: RFC 8705 certificate-bound tokens (`cnf.x5t#S256` against the TLS peer's
+//!   certificate), off / optional / strict, as a [`PostVerify`] hook.
+//! - [`outbound`]: service-to-service calls: a [`ClientCredentials`](outbound::ClientCredentials) token source
+//!   (cached, refreshed before expiry, single-flight, backing off) and the
+//!   [`BearerTokenLayer`](outbound::BearerTokenLayer) for tonic / hyper-util clients.
 //! - [`Authenticator`], [`AuthnChain`], [`PostVerify`]: the extension points for other credential kinds and for
 //!   checks after verification.
 //!
@@ -50,6 +55,7 @@ pub mod introspection;
 pub mod jwt;
 pub mod keys;
 mod layer;
+pub mod outbound;
 pub mod revocation;
 mod source;
 mod util;
