@@ -1,3 +1,123 @@
-//! Introspection and revocation benches (being written).
-#![allow(missing_docs)]
-fn main() {}
+//! Per-request costs of the introspection cache and the revocation denylist, each beside its raw primitive:
+//!
+//! - `introspection_cached_hit`: SHA-256 of the token + a quick_cache lookup (the primitive) beside
+//!   `IntrospectionAuthenticator::authenticate` on a cached token (bearer extraction, size check, digest, cache
+//!   lookup, expiry check against the clock, `Authenticated` built).
+//! - `denylist_check`: a bare `HashMap<String, _>` lookup beside `MemoryDenylist` as a `PostVerify` hook (read
+//!   lock, `jti` and subject lookups) for a token that is not revoked, with 10 000 entries in the list.
+//!
+//! Run: `cargo bench -p msec-authn --bench introspection -- --warm-up-time 1 --measurement-time 3`
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::routing::post;
+use criterion::{Criterion, criterion_group, criterion_main};
+use msec_authn::introspection::IntrospectionAuthenticator;
+use msec_authn::keys::HttpConfig;
+use msec_authn::revocation::MemoryDenylist;
+use msec_authn::{Attempt, Authenticated, Authenticator, PostVerify, RequestHead};
+use msec_core::Principal;
+use serde_json::json;
+
+const TOKEN: &str = "2YotnFZFEjr1zCsicMWpAA-opaque-access-token-0123456789";
+
+fn cached_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A loopback introspection endpoint, asked once to fill the cache.
+    let authn = rt.block_on(async {
+        let exp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let app = Router::new().route(
+            "/introspect",
+            post(move || async move {
+                axum::Json(
+                    json!({"active": true, "sub": "alice", "scope": "orders:read", "exp": exp,
+                                  "client_id": "web", "jti": "j1"}),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let authn = IntrospectionAuthenticator::builder(format!("http://{addr}/introspect"))
+            .http(HttpConfig::new().danger_allow_http_for_loopback().no_proxy())
+            .client_secret_basic("rs", "secret")
+            .max_ttl(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        authn.introspect(TOKEN).await.unwrap();
+        authn
+    });
+    let req = http::Request::get("/v1/orders")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(())
+        .unwrap();
+    let head = RequestHead::from_request(&req);
+    let Attempt::Claimed(f) = authn.authenticate(&head) else {
+        unreachable!()
+    };
+    assert!(f.into_ready().unwrap().unwrap().cached);
+
+    let raw: quick_cache::sync::Cache<[u8; 32], Arc<Principal>> = quick_cache::sync::Cache::new(10_000);
+    let key = |t: &[u8]| -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, t);
+        let mut k = [0; 32];
+        k.copy_from_slice(d.as_ref());
+        k
+    };
+    raw.insert(key(TOKEN.as_bytes()), Arc::new(Principal::builder("alice").build()));
+
+    let mut g = c.benchmark_group("introspection_cached_hit");
+    g.bench_function("raw: sha256(token) + quick_cache get", |b| {
+        b.iter(|| raw.get(&key(black_box(TOKEN).as_bytes())).unwrap())
+    });
+    g.bench_function("msec: IntrospectionAuthenticator::authenticate (cached)", |b| {
+        b.iter(|| match authn.authenticate(black_box(&head)) {
+            Attempt::Claimed(f) => f.into_ready().unwrap().unwrap(),
+            _ => unreachable!(),
+        })
+    });
+    g.finish();
+}
+
+fn denylist(c: &mut Criterion) {
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let list = MemoryDenylist::new(100_000);
+    let mut map: HashMap<String, SystemTime> = HashMap::new();
+    for i in 0..10_000 {
+        list.revoke_token(Some("https://id"), &format!("revoked-{i}"), later)
+            .unwrap();
+        map.insert(format!("revoked-{i}"), later);
+    }
+    for i in 0..100 {
+        list.revoke_subject(None, &format!("user-{i}"), later).unwrap();
+    }
+    let principal = Principal::builder("alice")
+        .issuer("https://id")
+        .token_id("a-live-token-id")
+        .build();
+    let auth = Authenticated::new(Arc::new(principal));
+    let req = http::Request::get("/").body(()).unwrap();
+    let head = RequestHead::from_request(&req);
+    assert!(list.check(&auth, &head).into_ready().unwrap().is_ok());
+
+    let mut g = c.benchmark_group("denylist_check");
+    g.bench_function("raw: HashMap<String, _> get (miss)", |b| {
+        b.iter(|| map.get(black_box("a-live-token-id")).is_some())
+    });
+    g.bench_function("msec: MemoryDenylist as PostVerify (not revoked)", |b| {
+        b.iter(|| list.check(black_box(&auth), &head).into_ready().unwrap().is_ok())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cached_hit, denylist);
+criterion_main!(benches);

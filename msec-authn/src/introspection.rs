@@ -336,10 +336,8 @@ pub struct IntrospectionAuthenticator {
 enum Cached {
     Active {
         principal: Arc<Principal>,
-        /// Monotonic deadline (max TTL).
+        /// Monotonic deadline: min(max TTL, `exp` - now) from the time of the answer, so one clock read per hit.
         until: Duration,
-        /// The token's `exp`.
-        exp: Option<SystemTime>,
     },
     Refused {
         kind: AuthnErrorKind,
@@ -583,8 +581,8 @@ impl Inner {
         let entry = self.cache.get(d)?;
         let mono = self.clock.monotonic();
         match entry {
-            Cached::Active { principal, until, exp } => {
-                if mono < until && exp.is_none_or(|e| self.clock.now() < e) {
+            Cached::Active { principal, until } => {
+                if mono < until {
                     return Some(Ok(Authenticated {
                         principal,
                         cached: true,
@@ -651,7 +649,6 @@ impl Inner {
                         Cached::Active {
                             principal: Arc::clone(&principal),
                             until: mono.saturating_add(ttl),
-                            exp,
                         },
                     );
                 }
