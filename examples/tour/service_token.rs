@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,7 +37,7 @@ struct TokenEndpoint {
 
 /// `POST /token`: `grant_type=client_credentials` with `client_secret_post` credentials → a 10-minute ES256 JWT
 /// for the orders API.
-async fn token(State(ep): State<TokenEndpoint>, _headers: HeaderMap, body: Bytes) -> Response {
+async fn token(State(ep): State<TokenEndpoint>, body: Bytes) -> Response {
     ep.fetches.fetch_add(1, Ordering::SeqCst);
     let form = String::from_utf8_lossy(&body);
     let param = |name: &str| {
