@@ -9,6 +9,7 @@ mod authn;
 mod authz;
 mod crypto;
 mod ratelimit;
+mod revocation;
 mod service_token;
 mod tls;
 mod validate;
@@ -151,6 +152,7 @@ async fn main() -> Result<(), BoxError> {
     validate::run(&mut tour).await?;
     ratelimit::run(&mut tour).await?;
     authn::run(&mut tour).await?;
+    revocation::run(&mut tour).await?;
     service_token::run(&mut tour).await?;
     audit::run(&mut tour).await?;
     tls::run(&mut tour).await?;
