@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use msec_core::Principal;
 use msec_core::clock::{Clock, SharedClock, SystemClock};
@@ -317,6 +317,7 @@ pub use self::redis_impl::{RedisDenylist, RedisDenylistBuilder};
 mod redis_impl {
     use super::*;
     use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use std::time::Duration;
 
     use crate::error::ConfigError;
 
@@ -635,6 +636,7 @@ mod tests {
     use super::*;
     use msec_core::clock::ManualClock;
     use serde_json::json;
+    use std::time::Duration;
 
     fn principal(jti: Option<&str>, iat: Option<u64>) -> Principal {
         let mut claims = serde_json::Map::new();
