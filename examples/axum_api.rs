@@ -29,7 +29,9 @@
 //! | `MSEC_IP_RATE_PER_MINUTE` | per-client-IP flood guard, checked before token verification | 10 × the above |
 //! | `MSEC_TLS_CERT` / `MSEC_TLS_KEY` | serve HTTPS with this certificate chain and key (PEM, reloaded when they change) | plain HTTP |
 //! | `MSEC_TLS_CLIENT_CA` | mTLS: verify client certificates against this CA (PEM); `/v1/*` then needs one | no client certificates |
-//! | `MSEC_API_KEYS` | file of API key records (not available yet: see `api_key_authenticator`) | off |
+//! | `MSEC_API_KEYS` | file of API key records, one JSON object per line as `msec apikey new` prints them; API keys (`x-api-key`, or `Authorization: Bearer` with prefix `MSEC_API_KEY_PREFIXES`) are then accepted alongside JWTs | off |
+//! | `MSEC_API_KEY_PREFIXES` | comma-separated key prefixes accepted | `sk_live` |
+//! | `MSEC_API_KEY_PEPPER` | the pepper file the records were made with (`msec apikey new --pepper-file`) | none (SHA-256 records) |
 //! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
 //!
 //! # Routes
@@ -56,7 +58,7 @@
 //! | `FirewallLayer` — encoded slashes, dot segments, control characters... | msec-validate | 400 |
 //! | `ClientIpLayer` — the client address (trusted proxies: none) | msec-ratelimit | — |
 //! | `RateLimitLayer` per client IP | msec-ratelimit | 429 |
-//! | `AuthnLayer` — JWT bearer tokens | msec-authn | 401 / 400 / 503 |
+//! | `AuthnLayer` — JWT bearer tokens (and API keys with `MSEC_API_KEYS`) | msec-authn | 401 / 400 / 503 |
 //! | `AuthorizeLayer` — the route policy (scopes, mTLS peer) | msec-core | 401 / 403 |
 //! | `RateLimitLayer` per principal | msec-ratelimit | 429 |
 //! | `JsonSchemaLayer` — JSON guard + schema on `POST /v1/orders` | msec-validate | 400 / 413 / 415 / 422 |
@@ -96,9 +98,11 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use msec::audit::{AuditLayer, AuditLog, CheckpointSigner, Detectors, FileSink, Level, RequestAudit};
+use msec::authn::apikey::{ApiKeyAuthenticator, KeyHasher, MemoryApiKeyStore};
 use msec::authn::jwt::{Issuer, JwtValidator};
 use msec::authn::keys::HttpConfig;
-use msec::authn::{AuthnLayer, ConfigError};
+use msec::authn::{AuthnChain, AuthnLayer, ConfigError, JwtAuthenticator};
+use msec::core::secret::SecretBytes;
 use msec::crypto::{Algorithm, Context, Encrypted, Keyring, LocalKms, mask};
 use msec::prelude::*;
 use msec::ratelimit::redis::RedisBackendBuilder;
@@ -214,7 +218,7 @@ async fn run() -> Result<(), BoxError> {
     let _refresh = validator.spawn_refresh_task(Duration::from_secs(30));
     let authn = match &cfg.api_keys {
         None => AuthnLayer::jwt(validator.clone()),
-        Some(file) => AuthnLayer::new(api_key_authenticator(&validator, file)?),
+        Some(file) => AuthnLayer::new(api_key_authenticator(&cfg, &validator, file)?),
     }
     .realm("orders");
 
@@ -390,6 +394,8 @@ struct Config {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     api_keys: Option<PathBuf>,
+    api_key_prefixes: Vec<String>,
+    api_key_pepper: Option<PathBuf>,
 }
 
 /// An environment variable, unset when empty.
@@ -469,6 +475,16 @@ impl Config {
             tls_key,
             tls_client_ca,
             api_keys: var("MSEC_API_KEYS").map(PathBuf::from),
+            api_key_prefixes: var("MSEC_API_KEY_PREFIXES").map_or_else(
+                || vec!["sk_live".to_owned()],
+                |v| {
+                    v.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                },
+            ),
+            api_key_pepper: var("MSEC_API_KEY_PEPPER").map(PathBuf::from),
             issuer,
         })
     }
@@ -505,28 +521,47 @@ fn discovery(issuer: &str, value: &str) -> Result<KeySource, String> {
 // API keys (MSEC_API_KEYS)
 // =============================================================================================================
 
-/// The hook point for API keys: the authenticator chain the `AuthnLayer` gets when `MSEC_API_KEYS` is set —
-/// bearer JWTs first, then API keys from the records in `file`.
+/// The authenticator chain the `AuthnLayer` gets when `MSEC_API_KEYS` is set: bearer JWTs first, then API keys
+/// (`x-api-key`, or a bearer value starting with an accepted prefix) checked against the records in the file.
 ///
-/// msec-authn's API-key authenticator is not available yet (issue 4), so the service refuses to start with
-/// `MSEC_API_KEYS` set rather than silently ignoring it. When it lands, this becomes:
+/// The file holds one record per line as `msec apikey new` prints them (digests only, never keys):
 ///
 /// ```text
-/// let keys = msec::authn::apikey::ApiKeyAuthenticator::from_file(file)?;   // (name to be confirmed)
-/// Ok(msec::authn::AuthnChain::new()
-///     .with(msec::authn::JwtAuthenticator::new(validator.clone()))
-///     .with(keys))
+/// msec apikey new --prefix sk_live --scopes orders:read,orders:write --subject billing-bot --expires-in 90d \
+///     >> api-keys.jsonl
 /// ```
 ///
-/// API-key principals then meet the same policy (give their records the scopes above) and the per-principal
-/// quota (keyed by subject; `KeySpec::api_key()` keys by key id instead).
-fn api_key_authenticator(_validator: &JwtValidator, file: &Path) -> Result<msec::authn::AuthnChain, BoxError> {
-    Err(format!(
-        "MSEC_API_KEYS={}: API keys are not supported by this build yet (msec-authn's API-key authenticator is \
-         not available); unset MSEC_API_KEYS",
-        file.display()
-    )
-    .into())
+/// Records made with `--pepper-file` need the same file in `MSEC_API_KEY_PEPPER`; a mismatch refuses to start.
+/// The file is read once at start (restart to add or revoke keys; a PostgreSQL store, `PgApiKeyStore`, serves
+/// changes at once to every replica). API-key principals meet the same policy (give their records the scopes
+/// above) and the per-principal quota (keyed by subject).
+fn api_key_authenticator(cfg: &Config, validator: &JwtValidator, file: &Path) -> Result<AuthnChain, BoxError> {
+    let store = MemoryApiKeyStore::from_file(file).map_err(|e| format!("MSEC_API_KEYS: {e}"))?;
+    let hasher = match &cfg.api_key_pepper {
+        None => KeyHasher::sha256(),
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("MSEC_API_KEY_PEPPER {}: {e}", path.display()))?;
+            KeyHasher::hmac_sha256(&SecretBytes::new(bytes)).map_err(|e| format!("MSEC_API_KEY_PEPPER: {e}"))?
+        }
+    };
+    if let Some(r) = store.records().iter().find(|r| r.digest_alg != hasher.alg()) {
+        return Err(format!(
+            "MSEC_API_KEYS {}: key {} was made with {} but this service uses {} (set MSEC_API_KEY_PEPPER to the \
+             pepper file the keys were made with, or unset it)",
+            file.display(),
+            r.key_id,
+            r.digest_alg.as_str(),
+            hasher.alg().as_str()
+        )
+        .into());
+    }
+    let keys = ApiKeyAuthenticator::new(store.clone(), hasher)
+        .prefixes(cfg.api_key_prefixes.iter().map(String::as_str))
+        .map_err(|e| format!("MSEC_API_KEY_PREFIXES: {e}"))?;
+    tracing::info!(keys = store.len(), file = %file.display(), "API keys loaded");
+    Ok(AuthnChain::new()
+        .with(JwtAuthenticator::new(validator.clone()))
+        .with(keys))
 }
 
 // =============================================================================================================

@@ -4,6 +4,7 @@
 //! Run: `cargo run --example tour`
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod apikey;
 mod audit;
 mod authn;
 mod authz;
@@ -154,6 +155,7 @@ async fn main() -> Result<(), BoxError> {
     authn::run(&mut tour).await?;
     revocation::run(&mut tour).await?;
     service_token::run(&mut tour).await?;
+    apikey::run(&mut tour).await?;
     audit::run(&mut tour).await?;
     tls::run(&mut tour).await?;
     println!();
