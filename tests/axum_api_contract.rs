@@ -940,7 +940,7 @@ async fn bad_configurations_refuse_to_start() {
             drop(e.insert(
                 "MSEC_KEYRING",
                 dir.path().join("orphan/keyring.json").display().to_string(),
-            ))
+            ));
         },
         "master key",
     );
