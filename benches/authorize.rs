@@ -1,6 +1,7 @@
 //! AuthorizeLayer overhead: a bare inner service beside the same service behind a 5-route and a 100-route policy.
 //!
 //! Run: `cargo bench --bench authorize`
+#![allow(missing_docs, clippy::unwrap_used)]
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
