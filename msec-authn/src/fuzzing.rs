@@ -95,7 +95,10 @@ pub fn apikey_parse(data: &[u8]) {
         let last = b.len() - 1;
         b[last] = if b[last] == b'0' { b'1' } else { b'0' };
         if let Ok(changed) = std::str::from_utf8(&b) {
-            assert!(parse_key(changed).is_err(), "a changed checksum character must be refused");
+            assert!(
+                parse_key(changed).is_err(),
+                "a changed checksum character must be refused"
+            );
         }
     }
     let authn = ApiKeyAuthenticator::new(MemoryApiKeyStore::new(), KeyHasher::sha256());
