@@ -497,9 +497,9 @@ fn discovery(issuer: &str, value: &str) -> Result<KeySource, String> {
         return Ok(KeySource::OidcDiscovery);
     }
     // RFC 8414: https://host/.well-known/oauth-authorization-server/{issuer path}
-    if let Some((scheme_host, path)) = base.split_once("://").and_then(|(s, rest)| {
+    if let Some((scheme_host, path)) = base.split_once("://").map(|(s, rest)| {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        Some((format!("{s}://{host}"), path))
+        (format!("{s}://{host}"), path)
     }) {
         let rfc8414 = format!("{scheme_host}/.well-known/oauth-authorization-server");
         let rfc8414 = if path.is_empty() {

@@ -45,15 +45,11 @@ pub mod codes {
     pub const BAD_TYP: ReasonCode = ReasonCode::new("bad_typ");
     /// The issuer's keys are not available (never fetched, or stale beyond the maximum staleness).
     pub const KEYS_UNAVAILABLE: ReasonCode = ReasonCode::new("keys_unavailable");
-    /// The API key is not valid: not in the key format, a bad checksum, an unknown key id, a prefix this
-    /// service does not accept, or a secret that does not match (the audit detail says which).
-    pub const INVALID_API_KEY: ReasonCode = ReasonCode::new("invalid_api_key");
-    /// The API key's record has expired.
-    pub const API_KEY_EXPIRED: ReasonCode = ReasonCode::new("api_key_expired");
-    /// The API key has been revoked.
-    pub const API_KEY_REVOKED: ReasonCode = ReasonCode::new("api_key_revoked");
-    /// The credential store (API keys) could not be reached or answered with an error.
-    pub const CREDENTIAL_STORE_UNAVAILABLE: ReasonCode = ReasonCode::new("credential_store_unavailable");
+    /// The token is bound to a client certificate (RFC 8705 `cnf.x5t#S256`) and the request came without it:
+    /// no TLS client certificate, or another one.
+    pub const CERTIFICATE_BINDING_MISMATCH: ReasonCode = ReasonCode::new("certificate_binding_mismatch");
+    /// Certificate binding is strict and the token is not bound to a client certificate (no `cnf.x5t#S256`).
+    pub const CERTIFICATE_BINDING_MISSING: ReasonCode = ReasonCode::new("certificate_binding_missing");
     /// The introspection endpoint (RFC 7662) answered `active: false`.
     pub const TOKEN_INACTIVE: ReasonCode = ReasonCode::new("token_inactive");
     /// The token (its `jti`) or its subject is on the revocation denylist.
@@ -63,11 +59,15 @@ pub mod codes {
     pub const INTROSPECTION_UNAVAILABLE: ReasonCode = ReasonCode::new("introspection_unavailable");
     /// The revocation denylist (Redis) could not be consulted and the policy is fail-closed.
     pub const REVOCATION_UNAVAILABLE: ReasonCode = ReasonCode::new("revocation_unavailable");
-    /// The token is bound to a client certificate (RFC 8705 `cnf.x5t#S256`) and the request came without it:
-    /// no TLS client certificate, or another one.
-    pub const CERTIFICATE_BINDING_MISMATCH: ReasonCode = ReasonCode::new("certificate_binding_mismatch");
-    /// Certificate binding is strict and the token is not bound to a client certificate (no `cnf.x5t#S256`).
-    pub const CERTIFICATE_BINDING_MISSING: ReasonCode = ReasonCode::new("certificate_binding_missing");
+    /// The API key is not valid: not in the key format, a bad checksum, an unknown key id, a prefix this
+    /// service does not accept, or a secret that does not match (the audit detail says which).
+    pub const INVALID_API_KEY: ReasonCode = ReasonCode::new("invalid_api_key");
+    /// The API key's record has expired.
+    pub const API_KEY_EXPIRED: ReasonCode = ReasonCode::new("api_key_expired");
+    /// The API key has been revoked.
+    pub const API_KEY_REVOKED: ReasonCode = ReasonCode::new("api_key_revoked");
+    /// The credential store (API keys) could not be reached or answered with an error.
+    pub const CREDENTIAL_STORE_UNAVAILABLE: ReasonCode = ReasonCode::new("credential_store_unavailable");
 }
 
 /// What kind of authentication failure an [`AuthnError`] is.
@@ -122,14 +122,10 @@ pub enum AuthnErrorKind {
     BadTyp,
     /// Verification keys are unavailable.
     KeysUnavailable,
-    /// The API key is invalid (format, checksum, unknown key id, prefix, secret).
-    InvalidApiKey,
-    /// The API key has expired.
-    ApiKeyExpired,
-    /// The API key has been revoked.
-    ApiKeyRevoked,
-    /// The credential store is unavailable.
-    CredentialStoreUnavailable,
+    /// The token's certificate binding does not match the TLS client certificate.
+    CertificateBindingMismatch,
+    /// The token is not certificate-bound and binding is required.
+    CertificateBindingMissing,
     /// The introspection endpoint says the token is not active.
     TokenInactive,
     /// The token or its subject has been revoked.
@@ -138,10 +134,14 @@ pub enum AuthnErrorKind {
     IntrospectionUnavailable,
     /// The revocation denylist could not be consulted (fail-closed).
     RevocationUnavailable,
-    /// The token's certificate binding does not match the TLS client certificate.
-    CertificateBindingMismatch,
-    /// The token is not certificate-bound and binding is required.
-    CertificateBindingMissing,
+    /// The API key is invalid (format, checksum, unknown key id, prefix, secret).
+    InvalidApiKey,
+    /// The API key has expired.
+    ApiKeyExpired,
+    /// The API key has been revoked.
+    ApiKeyRevoked,
+    /// The credential store is unavailable.
+    CredentialStoreUnavailable,
 }
 
 impl AuthnErrorKind {
@@ -164,16 +164,16 @@ impl AuthnErrorKind {
             Self::InvalidClaim => codes::INVALID_CLAIM,
             Self::BadTyp => codes::BAD_TYP,
             Self::KeysUnavailable => codes::KEYS_UNAVAILABLE,
-            Self::InvalidApiKey => codes::INVALID_API_KEY,
-            Self::ApiKeyExpired => codes::API_KEY_EXPIRED,
-            Self::ApiKeyRevoked => codes::API_KEY_REVOKED,
-            Self::CredentialStoreUnavailable => codes::CREDENTIAL_STORE_UNAVAILABLE,
+            Self::CertificateBindingMismatch => codes::CERTIFICATE_BINDING_MISMATCH,
+            Self::CertificateBindingMissing => codes::CERTIFICATE_BINDING_MISSING,
             Self::TokenInactive => codes::TOKEN_INACTIVE,
             Self::TokenRevoked => codes::TOKEN_REVOKED,
             Self::IntrospectionUnavailable => codes::INTROSPECTION_UNAVAILABLE,
             Self::RevocationUnavailable => codes::REVOCATION_UNAVAILABLE,
-            Self::CertificateBindingMismatch => codes::CERTIFICATE_BINDING_MISMATCH,
-            Self::CertificateBindingMissing => codes::CERTIFICATE_BINDING_MISSING,
+            Self::InvalidApiKey => codes::INVALID_API_KEY,
+            Self::ApiKeyExpired => codes::API_KEY_EXPIRED,
+            Self::ApiKeyRevoked => codes::API_KEY_REVOKED,
+            Self::CredentialStoreUnavailable => codes::CREDENTIAL_STORE_UNAVAILABLE,
         }
     }
 
@@ -196,16 +196,16 @@ impl AuthnErrorKind {
             Self::InvalidClaim => "the access token has an invalid claim",
             Self::BadTyp => "the access token's type is not accepted",
             Self::KeysUnavailable => "token verification is temporarily unavailable",
-            Self::InvalidApiKey => "the API key is invalid",
-            Self::ApiKeyExpired => "the API key has expired",
-            Self::ApiKeyRevoked => "the API key has been revoked",
-            Self::CredentialStoreUnavailable => "credential verification is temporarily unavailable",
+            Self::CertificateBindingMismatch => "the access token is bound to a different client certificate",
+            Self::CertificateBindingMissing => "the access token must be bound to the client certificate",
             Self::TokenInactive => "the access token is not active",
             Self::TokenRevoked => "the access token has been revoked",
             Self::IntrospectionUnavailable => "token introspection is temporarily unavailable",
             Self::RevocationUnavailable => "the token revocation check is temporarily unavailable",
-            Self::CertificateBindingMismatch => "the access token is bound to a different client certificate",
-            Self::CertificateBindingMissing => "the access token must be bound to the client certificate",
+            Self::InvalidApiKey => "the API key is invalid",
+            Self::ApiKeyExpired => "the API key has expired",
+            Self::ApiKeyRevoked => "the API key has been revoked",
+            Self::CredentialStoreUnavailable => "credential verification is temporarily unavailable",
         }
     }
 
