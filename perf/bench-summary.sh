@@ -16,5 +16,11 @@ run -p msec-validate --all-features --bench validate
 run -p msec-crypto --bench crypto
 run -p msec-tls --all-features --bench handshake
 run -p msec-audit --bench audit
+# Paired harnesses: the two sides alternate round by round, so both see the same load (the numbers to quote on a
+# shared machine).
+echo "--- paired: msec-authn jwt_ratio";       cargo bench --quiet -p msec-authn --bench jwt_ratio 2>/dev/null
+echo "--- paired: msec-crypto ratio";          cargo bench --quiet -p msec-crypto --bench ratio 2>/dev/null
+echo "--- paired: msec-tls handshake_paired";  MSEC_BENCH_ROUNDS=${MSEC_BENCH_ROUNDS:-300} cargo bench --quiet -p msec-tls --all-features --bench handshake_paired 2>/dev/null
+echo "--- criterion medians"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 python3 perf/bench_table.py "$TARGET_DIR/criterion"
