@@ -135,8 +135,11 @@ pub struct Stats {
     pub next_seq: u64,
 }
 
-/// `try_recv` + `yield_now` rounds before the writer parks.
-const SPIN_BEFORE_PARK: usize = 64;
+/// While records keep arriving, the writer sleeps this long between batches instead of parking on the queue: a
+/// writer blocked on the queue costs every producer a futex wake-up (and the machine an inter-processor
+/// interrupt), a sleeping one costs nothing per record. The delay bounds how long a record or a `flush` waits.
+const POLL_WHILE_BUSY: Duration = Duration::from_micros(POLL_MICROS);
+const POLL_MICROS: u64 = 1000;
 /// Empty `try_recv` rounds tolerated while gathering a batch.
 const LINGER: usize = 4;
 
@@ -705,17 +708,24 @@ impl Writer {
         self.records.push(cp);
         self.commit(0, true);
         let mut msgs: Vec<Msg> = Vec::with_capacity(self.batch);
+        let mut busy = false;
+        // The last batch stopped at the batch size, not at an empty queue: go on without sleeping.
+        let mut backlog = false;
         loop {
-            // Under load, stay awake for a moment before parking: a parked writer costs every producer a
-            // futex wake-up and turns batches into single records.
+            // Under load, sleep briefly and then drain (see `POLL_WHILE_BUSY`); park on the queue only once a poll
+            // finds it empty.
             let mut first = None;
-            for _ in 0..SPIN_BEFORE_PARK {
+            if busy {
+                if !backlog {
+                    std::thread::sleep(POLL_WHILE_BUSY);
+                }
                 match rx.try_recv() {
-                    Ok(m) => {
-                        first = Some(m);
-                        break;
+                    Ok(m) => first = Some(m),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => {
+                        self.finish(&rx, None);
+                        return;
                     }
-                    Err(_) => std::thread::yield_now(),
                 }
             }
             if first.is_none() {
@@ -730,6 +740,7 @@ impl Writer {
                     }
                 };
             }
+            busy = first.is_some();
             msgs.extend(first);
             // Gather a batch; linger a little while records keep coming.
             let mut idle = 0;
@@ -749,6 +760,7 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => break,
                 }
             }
+            backlog = msgs.len() >= self.batch;
             let mut flushes = Vec::new();
             let mut shutdown = None;
             let mut events = 0usize;
