@@ -4,64 +4,20 @@
 //! Run: `cargo bench -p msec-audit --bench audit -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use msec_audit::chain::ChainHead;
-use msec_audit::{AuditLayer, AuditLog, CheckpointSigner, DataAccess, FileSink, FsyncPolicy, Record, Sink, SinkError};
-use msec_core::Principal;
-use serde::Serialize;
+use http_body_util::BodyExt;
+use msec_audit::{AuditLayer, AuditLog, CheckpointSigner, FileSink, FsyncPolicy};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+mod support;
+
+use support::{NullSink, event, handler, plain, principal, request};
+
 const N: usize = 20_000;
-
-fn principal() -> Principal {
-    Principal::builder("user-4711@example.com")
-        .issuer("https://id.example.com")
-        .token_id("b1946ac9-2e5d-4f3e-9c1e-7c1f0a3c2d11")
-        .build()
-}
-
-fn event(i: usize, p: &Principal) -> DataAccess {
-    DataAccess::read("customer", format!("c-{i}"))
-        .actor_principal(p)
-        .fields(["email", "phone", "address"])
-        .purpose("support ticket 5512")
-        .request_id("req-0f8fad5b-d9cb-469f-a165-70867728950e")
-}
-
-/// The same content as `event`, as a plain serde struct: the baseline.
-#[derive(Serialize)]
-struct Plain<'a> {
-    kind: &'static str,
-    id: String,
-    time: String,
-    request_id: &'a str,
-    actor: PlainActor<'a>,
-    access: PlainAccess,
-}
-#[derive(Serialize)]
-struct PlainActor<'a> {
-    subject: &'a str,
-    issuer: &'a str,
-    kind: &'static str,
-    token_id: &'a str,
-    auth: &'static str,
-}
-#[derive(Serialize)]
-struct PlainAccess {
-    operation: &'static str,
-    resource_type: &'static str,
-    resource_id: String,
-    fields: [&'static str; 3],
-    purpose: &'static str,
-}
 
 fn writer_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit_write_events");
@@ -75,26 +31,7 @@ fn writer_throughput(c: &mut Criterion) {
         let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
         b.iter(|| {
             for i in 0..N {
-                let e = Plain {
-                    kind: "data_access",
-                    id: msec_audit::EventId::new(std::time::SystemTime::now()).to_hyphenated(),
-                    time: msec_audit::Timestamp(std::time::SystemTime::now()).to_rfc3339(),
-                    request_id: "req-0f8fad5b-d9cb-469f-a165-70867728950e",
-                    actor: PlainActor {
-                        subject: &p.subject,
-                        issuer: "https://id.example.com",
-                        kind: "user",
-                        token_id: "b1946ac9-2e5d-4f3e-9c1e-7c1f0a3c2d11",
-                        auth: "unspecified",
-                    },
-                    access: PlainAccess {
-                        operation: "read",
-                        resource_type: "customer",
-                        resource_id: format!("c-{i}"),
-                        fields: ["email", "phone", "address"],
-                        purpose: "support ticket 5512",
-                    },
-                };
+                let e = plain(i, &p);
                 serde_json::to_writer(&mut w, &e).unwrap();
                 w.write_all(b"\n").unwrap();
             }
@@ -133,35 +70,6 @@ fn writer_throughput(c: &mut Criterion) {
         rt.block_on(log.shutdown()).unwrap();
     }
     g.finish();
-}
-
-/// Discards records: the layer benchmark measures the request path, not the disk.
-struct NullSink;
-
-impl Sink for NullSink {
-    fn name(&self) -> &'static str {
-        "null"
-    }
-    fn open(&mut self) -> Result<Option<ChainHead>, SinkError> {
-        Ok(None)
-    }
-    fn write(&mut self, records: &[Record]) -> Result<(), SinkError> {
-        black_box(records.len());
-        Ok(())
-    }
-}
-
-fn request() -> Request<Full<Bytes>> {
-    Request::get("/v1/orders/7")
-        .header("user-agent", "bench/1.0")
-        .header("x-request-id", "req-0f8fad5b-d9cb-469f-a165-70867728950e")
-        .header("authorization", "Bearer xyz")
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
-
-async fn handler(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"order 7"))))
 }
 
 fn layer_log() -> AuditLog {

@@ -21,7 +21,6 @@
 //!   (the writer thread's work is the `emit_*` scenarios' subject).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::io::Write as _;
 
@@ -29,106 +28,14 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use msec_audit::chain::ChainHead;
-use msec_audit::{AuditLayer, AuditLog, CheckpointSigner, DataAccess, FileSink, FsyncPolicy, Record, Sink, SinkError};
-use msec_core::Principal;
-use serde::Serialize;
+use msec_audit::{AuditLayer, AuditLog, CheckpointSigner, FileSink, FsyncPolicy};
 use tower::{Layer, Service, ServiceExt};
 
+mod support;
+
+use support::{NullSink, event, handler, plain, principal, request};
+
 const WARMUP: usize = 2000;
-
-fn principal() -> Principal {
-    Principal::builder("user-4711@example.com")
-        .issuer("https://id.example.com")
-        .token_id("b1946ac9-2e5d-4f3e-9c1e-7c1f0a3c2d11")
-        .build()
-}
-
-fn event(i: usize, p: &Principal) -> DataAccess {
-    DataAccess::read("customer", format!("c-{i}"))
-        .actor_principal(p)
-        .fields(["email", "phone", "address"])
-        .purpose("support ticket 5512")
-        .request_id("req-0f8fad5b-d9cb-469f-a165-70867728950e")
-}
-
-#[derive(Serialize)]
-struct Plain<'a> {
-    kind: &'static str,
-    id: String,
-    time: String,
-    request_id: &'a str,
-    actor: PlainActor<'a>,
-    access: PlainAccess,
-}
-#[derive(Serialize)]
-struct PlainActor<'a> {
-    subject: &'a str,
-    issuer: &'a str,
-    kind: &'static str,
-    token_id: &'a str,
-    auth: &'static str,
-}
-#[derive(Serialize)]
-struct PlainAccess {
-    operation: &'static str,
-    resource_type: &'static str,
-    resource_id: String,
-    fields: [&'static str; 3],
-    purpose: &'static str,
-}
-
-fn plain(i: usize, p: &Principal) -> Plain<'_> {
-    Plain {
-        kind: "data_access",
-        id: msec_audit::EventId::new(std::time::SystemTime::now()).to_hyphenated(),
-        time: msec_audit::Timestamp(std::time::SystemTime::now()).to_rfc3339(),
-        request_id: "req-0f8fad5b-d9cb-469f-a165-70867728950e",
-        actor: PlainActor {
-            subject: &p.subject,
-            issuer: "https://id.example.com",
-            kind: "user",
-            token_id: "b1946ac9-2e5d-4f3e-9c1e-7c1f0a3c2d11",
-            auth: "unspecified",
-        },
-        access: PlainAccess {
-            operation: "read",
-            resource_type: "customer",
-            resource_id: format!("c-{i}"),
-            fields: ["email", "phone", "address"],
-            purpose: "support ticket 5512",
-        },
-    }
-}
-
-/// Discards records.
-struct NullSink;
-
-impl Sink for NullSink {
-    fn name(&self) -> &'static str {
-        "null"
-    }
-    fn open(&mut self) -> Result<Option<ChainHead>, SinkError> {
-        Ok(None)
-    }
-    fn write(&mut self, records: &[Record]) -> Result<(), SinkError> {
-        black_box(records.len());
-        Ok(())
-    }
-}
-
-fn request() -> Request<Full<Bytes>> {
-    Request::get("/v1/orders/7")
-        .header("user-agent", "bench/1.0")
-        .header("x-request-id", "req-0f8fad5b-d9cb-469f-a165-70867728950e")
-        .header("authorization", "Bearer xyz")
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
-
-async fn handler(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"order 7"))))
-}
 
 /// One request through `svc`, body collected; everything completes without suspending.
 fn one<S, B>(svc: &mut S)
