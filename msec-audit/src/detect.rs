@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::util::Timestamp;
+use crate::util::{EventId, Timestamp};
 
 /// What the detectors need to know about one event. The audit layer fills it for each request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,8 @@ pub struct Observation {
     pub time: SystemTime,
     /// The client IP.
     pub client_ip: Option<IpAddr>,
-    /// The authenticated subject, or the subject an authentication attempt named.
+    /// The subject an authentication attempt named (the detectors read it for failures only, and the audit
+    /// layer leaves it out of other requests).
     pub subject: Option<String>,
     /// The token id (`jti`).
     pub token_id: Option<String>,
@@ -60,7 +61,7 @@ pub struct Observation {
     /// True when authentication failed.
     pub authn_failure: bool,
     /// The event id.
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
 }
 
 impl Observation {
@@ -520,7 +521,7 @@ fn alert(kind: DetectorKind, key: AlertKey, count: u64, rule: Rule, o: &Observat
         window_secs: rule.window.as_secs(),
         time: o.time,
         clients,
-        trigger_event: o.event_id.clone(),
+        trigger_event: o.event_id.map(|e| e.to_hyphenated()),
         trigger_seq: None,
         seq: None,
     }

@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -1034,6 +1035,10 @@ fn bounded_decisions(mut d: Vec<Decision>) -> Vec<Decision> {
     d
 }
 
+thread_local! {
+    static RECORD_SIZE_HINT: Cell<usize> = const { Cell::new(1024) };
+}
+
 /// Builds and queues the event of a finished request.
 fn finalize(f: InFlight, aborted: bool) {
     let decisions = bounded_decisions(f.ctx.take_decisions());
@@ -1060,7 +1065,7 @@ fn finalize(f: InFlight, aborted: bool) {
     } else {
         "allowed"
     };
-    metrics::counter!("msec_audit_requests_total", "result" => result).increment(1);
+    msec_core::metrics::increment("msec_audit_requests_total", [("result", result)]);
     let Some(permit) = permit else {
         log.count_dropped();
         return;
@@ -1156,13 +1161,20 @@ fn finalize(f: InFlight, aborted: bool) {
         response,
         attributes: &attributes,
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    // Sized from the last record this thread wrote, so the buffer is not regrown on the way (a record is ~1 KiB).
+    let mut bytes = Vec::with_capacity(RECORD_SIZE_HINT.with(Cell::get));
+    if serde_json::to_writer(&mut bytes, &body).is_err() {
+        bytes.clear();
+    }
+    RECORD_SIZE_HINT.with(|c| c.set((bytes.len() + 128).clamp(256, 16 * 1024)));
     let observation = log.detecting().then(|| {
         let authn_failure = f.status == Some(401)
             || decisions
                 .iter()
                 .any(|d| d.layer == "authn" && d.outcome == Outcome::Deny);
-        let attempted = actor.subject.clone().or_else(|| {
+        // The detectors read the subject of authentication failures only.
+        let attempted = authn_failure.then(|| actor.subject.clone()).flatten().or_else(|| {
+            (!authn_failure).then_some(())?;
             decisions
                 .iter()
                 .filter(|d| d.layer == "authn")
@@ -1181,7 +1193,7 @@ fn finalize(f: InFlight, aborted: bool) {
             status: f.status,
             code: code.map(|c| c.as_str().to_owned()),
             authn_failure,
-            event_id: Some(id.to_hyphenated()),
+            event_id: Some(id),
         })
     });
     let pending = Pending {

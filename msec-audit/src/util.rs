@@ -29,14 +29,20 @@ impl Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = String::with_capacity(27);
-        push_rfc3339(self.0, &mut buf);
-        s.serialize_str(&buf)
+        match rfc3339_bytes(self.0) {
+            // Always ASCII digits and separators.
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).unwrap_or_default()),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
 /// Appends `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC; times before 1970 print as the epoch).
 pub(crate) fn push_rfc3339(t: SystemTime, out: &mut String) {
+    if let Some(b) = rfc3339_bytes(t) {
+        out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+        return;
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let micros = d.subsec_micros();
@@ -50,6 +56,31 @@ pub(crate) fn push_rfc3339(t: SystemTime, out: &mut String) {
         (rem / 60) % 60,
         rem % 60
     );
+}
+
+/// `t` in the RFC 3339 form of [`push_rfc3339`], without formatting machinery or allocation; `None` past the
+/// year 9999.
+fn rfc3339_bytes(t: SystemTime) -> Option<[u8; 27]> {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, dd) = civil_from_days((secs / 86_400) as i64);
+    let y = u32::try_from(y).ok().filter(|&y| y <= 9999)?;
+    let rem = (secs % 86_400) as u32;
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, dd);
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem / 60) % 60);
+    put(17, 2, rem % 60);
+    put(20, 6, d.subsec_micros());
+    Some(b)
 }
 
 /// Howard Hinnant's `civil_from_days`.
@@ -108,20 +139,49 @@ impl EventId {
 
     /// The canonical hyphenated lowercase form.
     pub fn to_hyphenated(&self) -> String {
-        let h = hex(&self.0);
-        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        self.hyphenated_str().to_owned()
+    }
+
+    /// The hyphenated form in a stack buffer.
+    fn hyphenated(&self) -> [u8; 36] {
+        let mut out = [b'-'; 36];
+        let mut j = 0;
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                j += 1;
+            }
+            out[j] = HEX[(b >> 4) as usize];
+            out[j + 1] = HEX[(b & 0xf) as usize];
+            j += 2;
+        }
+        out
+    }
+
+    fn hyphenated_str(&self) -> HyphenatedId {
+        HyphenatedId(self.hyphenated())
+    }
+}
+
+/// An event id's text, borrowed as `&str` without allocating.
+struct HyphenatedId([u8; 36]);
+
+impl std::ops::Deref for HyphenatedId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Hex digits and hyphens only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hyphenated())
+        f.write_str(&self.hyphenated_str())
     }
 }
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hyphenated())
+        s.serialize_str(&self.hyphenated_str())
     }
 }
 
@@ -216,6 +276,37 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "7");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    /// The reference forms: `format!` over `civil_from_days` and `hex`.
+    fn slow_rfc3339(t: SystemTime) -> String {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let rem = secs % 86_400;
+        let (y, m, dd) = civil_from_days((secs / 86_400) as i64);
+        format!(
+            "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60,
+            d.subsec_micros()
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_forms_match_the_reference(micros in 0u64..400_000_000_000_000_000, id in proptest::array::uniform16(0u8..)) {
+            let t = UNIX_EPOCH + Duration::from_micros(micros);
+            let expect = slow_rfc3339(t);
+            proptest::prop_assert_eq!(Timestamp(t).to_rfc3339(), expect.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&Timestamp(t)).unwrap(), format!("\"{expect}\""));
+            let h = hex(&id);
+            let want = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+            let e = EventId(id);
+            proptest::prop_assert_eq!(e.to_hyphenated(), want.clone());
+            proptest::prop_assert_eq!(e.to_string(), want.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{want}\""));
+        }
     }
 
     #[test]

@@ -184,11 +184,14 @@ impl Decision {
 
 impl Serialize for Decision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
+        // `details` is left out when there are none: audit records carry several decisions each.
+        let mut m = s.serialize_map(Some(if self.details.is_empty() { 3 } else { 4 }))?;
         m.serialize_entry("layer", self.layer)?;
         m.serialize_entry("outcome", &self.outcome)?;
         m.serialize_entry("code", &self.code)?;
-        m.serialize_entry("details", &DetailMap(&self.details))?;
+        if !self.details.is_empty() {
+            m.serialize_entry("details", &DetailMap(&self.details))?;
+        }
         m.end()
     }
 }
@@ -234,7 +237,14 @@ impl fmt::Debug for SecurityContext {
 impl SecurityContext {
     /// A new, empty context, ready to insert into a request's extensions.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        // Room for a full stack's decisions (firewall, two rate limits, authn, authz, validation, ...), so
+        // recording them does not regrow the vector.
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                decisions: Vec::with_capacity(8),
+                ..Inner::default()
+            }),
+        })
     }
 
     /// The context of a request, if an audit layer (or anyone) put one there.
@@ -323,13 +333,10 @@ pub fn record_with(
 }
 
 fn count(layer: &'static str, outcome: Outcome, code: ReasonCode) {
-    metrics::counter!(
+    crate::metrics::increment(
         "msec_decisions_total",
-        "layer" => layer,
-        "outcome" => outcome.as_str(),
-        "code" => code.as_str()
-    )
-    .increment(1);
+        [("layer", layer), ("outcome", outcome.as_str()), ("code", code.as_str())],
+    );
 }
 
 #[cfg(test)]
@@ -357,6 +364,15 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"layer":"authz","outcome":"shadow_deny","code":"policy_denied","details":{"rule":"r1"}})
+        );
+    }
+
+    #[test]
+    fn decisions_without_details_leave_the_member_out() {
+        let d = Decision::new("validate", Outcome::Allow, ReasonCode::new("request_clean"));
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"layer":"validate","outcome":"allow","code":"request_clean"}"#
         );
     }
 

@@ -42,6 +42,7 @@ pub mod future;
 pub mod grpc;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod rejection;
 pub mod route;
