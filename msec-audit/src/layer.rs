@@ -1028,7 +1028,7 @@ fn bounded_decisions(mut d: Vec<Decision>) -> Vec<Decision> {
         dec.details.truncate(16);
         for (_, v) in &mut dec.details {
             if v.len() > MAX_DETAIL {
-                *v = bounded(v, MAX_DETAIL);
+                *v = bounded(v, MAX_DETAIL).into();
             }
         }
     }

@@ -238,14 +238,22 @@ fn details(d: &mut Decision, auth: &Authenticated) {
     match &p.auth {
         AuthMethod::Jwt { alg, kid } => {
             d.detail("method", "jwt");
-            d.detail("alg", alg.as_str());
+            // The registered names are constants: no copy for them.
+            const ALGS: [&str; 13] = [
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256",
+                "HS384", "HS512",
+            ];
+            match ALGS.iter().find(|a| **a == alg.as_str()) {
+                Some(a) => d.detail("alg", *a),
+                None => d.detail("alg", alg.clone()),
+            };
             if let Some(kid) = kid {
                 d.detail("kid", crate::util::sanitize(kid));
             }
         }
         AuthMethod::ApiKey { key_id } => {
             d.detail("method", "api_key");
-            d.detail("key_id", key_id.as_str());
+            d.detail("key_id", key_id.clone());
         }
         AuthMethod::Introspection => {
             d.detail("method", "introspection");
@@ -253,7 +261,7 @@ fn details(d: &mut Decision, auth: &Authenticated) {
         _ => {}
     }
     if let Some(iss) = &p.issuer {
-        d.detail("issuer", iss.as_str());
+        d.detail("issuer", iss.clone());
     }
     if auth.cached {
         d.detail("cached", "true");
@@ -283,7 +291,7 @@ impl Shared {
 
     fn reject<B, RB>(&self, req: &Request<B>, e: &AuthnError) -> Response<ResponseBody<RB>> {
         context::record_with(req.extensions(), "authn", Outcome::Deny, e.code(), |d| {
-            d.detail("detail", e.detail());
+            d.detail("detail", e.detail().to_owned());
         });
         tracing::debug!(code = %e.code(), detail = %e.detail(), "msec-authn: request not authenticated");
         let mut r = e.rejection();

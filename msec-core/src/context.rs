@@ -21,7 +21,7 @@
 //! });
 //! let decisions = ctx.decisions();
 //! assert_eq!(decisions[0].code, ReasonCode::INSUFFICIENT_SCOPE);
-//! assert_eq!(decisions[0].details[0], ("rule", "orders read".to_string()));
+//! assert_eq!(decisions[0].get_detail("rule"), Some("orders read"));
 //! ```
 
 use std::fmt;
@@ -149,7 +149,7 @@ pub struct Decision {
     /// The stable reason code.
     pub code: ReasonCode,
     /// Extra facts (rule name, missing scope, key id, ...), in the order recorded. Never secrets.
-    pub details: Vec<(&'static str, String)>,
+    pub details: Vec<(&'static str, DetailValue)>,
 }
 
 impl Decision {
@@ -163,15 +163,15 @@ impl Decision {
         }
     }
 
-    /// Adds a detail.
-    pub fn detail(&mut self, key: &'static str, value: impl Into<String>) -> &mut Self {
+    /// Adds a detail: a `&'static str`, a `String`, an `Arc<str>` (shared, not copied) or a number.
+    pub fn detail(&mut self, key: &'static str, value: impl Into<DetailValue>) -> &mut Self {
         self.details.push((key, value.into()));
         self
     }
 
     /// Adds a detail, builder style.
     #[must_use]
-    pub fn with_detail(mut self, key: &'static str, value: impl Into<String>) -> Self {
+    pub fn with_detail(mut self, key: &'static str, value: impl Into<DetailValue>) -> Self {
         self.details.push((key, value.into()));
         self
     }
@@ -196,15 +196,171 @@ impl Serialize for Decision {
     }
 }
 
-struct DetailMap<'a>(&'a [(&'static str, String)]);
+struct DetailMap<'a>(&'a [(&'static str, DetailValue)]);
 
 impl Serialize for DetailMap<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.0 {
-            m.serialize_entry(k, v)?;
+            m.serialize_entry(k, v.as_str())?;
         }
         m.end()
+    }
+}
+
+/// The value of a decision detail. Constants (`&'static str`), shared names (`Arc<str>`) and numbers are
+/// kept without copying or allocating; other text is an owned `String`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use msec_core::context::DetailValue;
+///
+/// let rule: Arc<str> = Arc::from("orders read");
+/// assert_eq!(DetailValue::from(&rule), "orders read");
+/// assert_eq!(DetailValue::from(42u64).as_str(), "42");
+/// assert_eq!(DetailValue::from("jwt"), "jwt");
+/// ```
+#[derive(Clone)]
+pub struct DetailValue(DetailRepr);
+
+#[derive(Clone)]
+enum DetailRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+    /// Up to 20 ASCII digits.
+    Digits {
+        len: u8,
+        buf: [u8; 20],
+    },
+}
+
+impl DetailValue {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            DetailRepr::Static(s) => s,
+            DetailRepr::Shared(s) => s,
+            DetailRepr::Owned(s) => s,
+            // Only ASCII digits are ever stored.
+            DetailRepr::Digits { len, buf } => std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::ops::Deref for DetailValue {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for DetailValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for DetailValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for DetailValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for DetailValue {}
+
+impl PartialEq<str> for DetailValue {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for DetailValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for DetailValue {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Serialize for DetailValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for DetailValue {
+    fn from(s: &'static str) -> Self {
+        Self(DetailRepr::Static(s))
+    }
+}
+
+impl From<String> for DetailValue {
+    fn from(s: String) -> Self {
+        Self(DetailRepr::Owned(s))
+    }
+}
+
+impl From<Arc<str>> for DetailValue {
+    fn from(s: Arc<str>) -> Self {
+        Self(DetailRepr::Shared(s))
+    }
+}
+
+impl From<&Arc<str>> for DetailValue {
+    fn from(s: &Arc<str>) -> Self {
+        Self(DetailRepr::Shared(s.clone()))
+    }
+}
+
+impl From<std::borrow::Cow<'static, str>> for DetailValue {
+    fn from(s: std::borrow::Cow<'static, str>) -> Self {
+        match s {
+            std::borrow::Cow::Borrowed(s) => Self(DetailRepr::Static(s)),
+            std::borrow::Cow::Owned(s) => Self(DetailRepr::Owned(s)),
+        }
+    }
+}
+
+impl From<u64> for DetailValue {
+    fn from(mut n: u64) -> Self {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        buf.copy_within(i.., 0);
+        Self(DetailRepr::Digits {
+            len: (20 - i) as u8,
+            buf,
+        })
+    }
+}
+
+impl From<u32> for DetailValue {
+    fn from(n: u32) -> Self {
+        Self::from(u64::from(n))
+    }
+}
+
+impl From<usize> for DetailValue {
+    fn from(n: usize) -> Self {
+        Self::from(n as u64)
     }
 }
 
@@ -365,6 +521,23 @@ mod tests {
             v,
             serde_json::json!({"layer":"authz","outcome":"shadow_deny","code":"policy_denied","details":{"rule":"r1"}})
         );
+    }
+
+    #[test]
+    fn detail_values_keep_their_text() {
+        assert_eq!(DetailValue::from(0u64).as_str(), "0");
+        assert_eq!(DetailValue::from(u64::MAX).as_str(), "18446744073709551615");
+        assert_eq!(DetailValue::from(1_000u32), "1000");
+        assert_eq!(DetailValue::from(String::from("owned")), "owned");
+        assert_eq!(DetailValue::from(std::borrow::Cow::Borrowed("static")), "static");
+        let d = Decision::new("ratelimit", Outcome::Allow, ReasonCode::new("within_limit"))
+            .with_detail("rule", Arc::<str>::from("per-ip"))
+            .with_detail("remaining", 999_999_999u64);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"layer":"ratelimit","outcome":"allow","code":"within_limit","details":{"rule":"per-ip","remaining":"999999999"}}"#
+        );
+        assert_eq!(format!("{:?}", d.details[1].1), "\"999999999\"");
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub mod spiffe;
 pub mod axum;
 
 pub use body::ResponseBody;
-pub use context::{Decision, Outcome, ReasonCode, SecurityContext};
+pub use context::{Decision, DetailValue, Outcome, ReasonCode, SecurityContext};
 pub use headers::{SecureHeadersLayer, SecureTransport};
 pub use identity::{AuthMethod, ClientAddr, ClientAddrSource, PeerIdentity, PeerSource, Principal, PrincipalKind};
 pub use rejection::{BearerChallenge, BearerError, Rejection};

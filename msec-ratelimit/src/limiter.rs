@@ -423,7 +423,7 @@ impl Inner {
         .increment(1);
         tracing::debug!(rule = %c.name, key = %key, shadow, retry_after_ms = out.retry_after.as_millis() as u64, "msec-ratelimit: over limit");
         context::record_with(ext, "ratelimit", outcome, ReasonCode::RATE_LIMITED, |d| {
-            d.detail("rule", &*c.name);
+            d.detail("rule", &c.name);
             d.detail("key", key.to_string());
             d.detail("retry_after_ms", out.retry_after.as_millis().to_string());
         });
@@ -478,8 +478,8 @@ impl Inner {
     pub(crate) fn note_allow(&self, ext: &http::Extensions, v: &Verdict, via: Option<&'static str>) {
         context::record_with(ext, "ratelimit", Outcome::Allow, codes::WITHIN_LIMIT, |d| {
             if let Some((i, o)) = &v.closest {
-                d.detail("rule", &*self.rules[*i].name);
-                d.detail("remaining", o.remaining.to_string());
+                d.detail("rule", &self.rules[*i].name);
+                d.detail("remaining", o.remaining);
             }
             if let Some(via) = via {
                 d.detail("backend", via);

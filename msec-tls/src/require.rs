@@ -152,7 +152,7 @@ impl<S> RequirePeer<S> {
 fn peer_detail(d: &mut msec_core::Decision, peer: Option<&PeerIdentity>) {
     match peer.and_then(|p| p.spiffe_id.as_ref()) {
         Some(id) => {
-            d.detail("peer", id.as_str());
+            d.detail("peer", id.as_str().to_owned());
         }
         None if peer.is_some() => {
             d.detail("peer", "certificate without SPIFFE ID");

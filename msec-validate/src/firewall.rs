@@ -478,7 +478,7 @@ where
             Err(violation) => {
                 let code = violation.rule.code();
                 context::record_with(req.extensions(), "validate", Outcome::Deny, code, |d| {
-                    d.detail("location", &*violation.location);
+                    d.detail("location", violation.location.clone());
                 });
                 metrics::counter!("msec_validate_firewall_rejections_total", "code" => code.as_str()).increment(1);
                 tracing::debug!(code = %code, location = %violation.location, "request refused by the firewall");

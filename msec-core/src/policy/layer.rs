@@ -100,15 +100,15 @@ impl<S> Authorize<S> {
 fn record(ext: &http::Extensions, eval: &Evaluation) {
     for name in &eval.shadow_denials {
         context::record_with(ext, "authz", Outcome::ShadowDeny, ReasonCode::POLICY_DENIED, |d| {
-            d.detail("rule", &**name);
+            d.detail("rule", name);
         });
     }
     context::record_with(ext, "authz", eval.outcome, eval.code, |d| {
         if let Some(rule) = &eval.rule {
-            d.detail("rule", &**rule);
+            d.detail("rule", rule);
         }
         if let Some(route) = &eval.route {
-            d.detail("route", &**route);
+            d.detail("route", route);
         }
         if !eval.missing_scopes.is_empty() {
             d.detail("required_scopes", eval.missing_scopes.join(" "));

@@ -159,7 +159,7 @@ fn deny(parts: &Parts, rejection: Rejection, route: Option<&str>) -> Rejection {
             d.detail("offset", off.to_string());
         }
         if let Some(r) = route {
-            d.detail("route", r);
+            d.detail("route", r.to_owned());
         }
     });
     metrics::counter!("msec_validate_body_rejections_total", "code" => rejection.code().as_str()).increment(1);
@@ -331,8 +331,8 @@ where
                                 codes::JSON_ACCEPTED
                             };
                             context::record_with(&parts.extensions, LAYER, Outcome::Allow, code, |d| {
-                                d.detail("bytes", summary.bytes.to_string());
-                                if let Some(r) = route.as_deref() {
+                                d.detail("bytes", summary.bytes);
+                                if let Some(r) = route.as_ref() {
                                     d.detail("route", r);
                                 }
                             });
