@@ -173,6 +173,51 @@ impl Chain {
         Self { head, signer }
     }
 
+    /// Frames `body` like [`append`](Self::append), reusing its buffer for the line instead of copying it.
+    pub(crate) fn append_owned(&mut self, kind: RecordKind, time: SystemTime, mut body: Vec<u8>) -> Record {
+        if body.len() < 2 || body.first() != Some(&b'{') || body.last() != Some(&b'}') {
+            return self.append(kind, time, &body);
+        }
+        let seq = self.head.next_seq;
+        let prev = self.head.prev;
+        // `{"v":1,"seq":N,"prev":"<hex>"` + `,` in place of the body's own `{` (or nothing for `{}`).
+        let mut prefix = [0u8; 13 + 20 + 9 + 64 + 2];
+        let mut n = 0;
+        let mut put = |b: &[u8]| {
+            prefix[n..n + b.len()].copy_from_slice(b);
+            n += b.len();
+        };
+        put(b"{\"v\":1,\"seq\":");
+        let mut digits = [0u8; 20];
+        put(crate::util::fmt_u64(&mut digits, seq));
+        put(b",\"prev\":\"");
+        let mut hexbuf = [0u8; 64];
+        crate::util::hex_into(&prev, &mut hexbuf);
+        put(&hexbuf);
+        put(b"\"");
+        body.pop(); // the closing `}`
+        if body.len() > 1 {
+            put(b",");
+        }
+        body.reserve(HASH_SUFFIX_LEN);
+        body.splice(0..1, prefix[..n].iter().copied());
+        let hash = sha256(&body);
+        body.extend_from_slice(b",\"hash\":\"");
+        crate::util::hex_into(&hash, &mut hexbuf);
+        body.extend_from_slice(&hexbuf);
+        body.extend_from_slice(b"\"}");
+        self.head.next_seq = seq + 1;
+        self.head.prev = hash;
+        Record {
+            seq,
+            kind,
+            time,
+            prev,
+            hash,
+            line: body,
+        }
+    }
+
     /// Frames `body` (a JSON object starting with `{"kind":…`) as the next record.
     pub(crate) fn append(&mut self, kind: RecordKind, time: SystemTime, body: &[u8]) -> Record {
         let seq = self.head.next_seq;
@@ -441,6 +486,7 @@ fn pem_decode(pem: &str, label: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn framing_links_hashes() {
@@ -468,6 +514,31 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b.line).unwrap();
         assert_eq!(v["seq"], 1);
         assert_eq!(sha256(&a.line[..a.line.len() - HASH_SUFFIX_LEN]), a.hash);
+    }
+
+    proptest::proptest! {
+        /// Framing in place gives the same record, byte for byte, as framing a copy.
+        #[test]
+        fn framing_in_place_matches_framing_a_copy(
+            seq in proptest::prop_oneof![0u64..1000, proptest::strategy::Just(u64::MAX - 1)],
+            prev in proptest::array::uniform32(0u8..),
+            body in proptest::prop_oneof![
+                proptest::strategy::Just(b"{}".to_vec()),
+                proptest::strategy::Just(b"{".to_vec()),
+                proptest::strategy::Just(Vec::new()),
+                "[a-z\"{}:,0-9]{0,64}".prop_map(String::into_bytes),
+                "[a-z0-9]{0,40}".prop_map(|s| format!(r#"{{"kind":"request","x":"{s}"}}"#).into_bytes()),
+            ],
+        ) {
+            let head = ChainHead { log_id: "t".into(), next_seq: seq, prev };
+            let mut copy = Chain::new(head.clone(), None);
+            let mut owned = Chain::new(head, None);
+            let a = copy.append(RecordKind::Request, SystemTime::UNIX_EPOCH, &body);
+            let b = owned.append_owned(RecordKind::Request, SystemTime::UNIX_EPOCH, body);
+            proptest::prop_assert_eq!(a.as_str(), b.as_str());
+            proptest::prop_assert_eq!(a.hash, b.hash);
+            proptest::prop_assert_eq!(copy.head.next_seq, owned.head.next_seq);
+        }
     }
 
     #[test]

@@ -1161,8 +1161,9 @@ fn finalize(f: InFlight, aborted: bool) {
         response,
         attributes: &attributes,
     };
-    // Sized from the last record this thread wrote, so the buffer is not regrown on the way (a record is ~1 KiB).
-    let mut bytes = Vec::with_capacity(RECORD_SIZE_HINT.with(Cell::get));
+    // A recycled buffer, or one sized from the last record this thread wrote, so it is not regrown on the way
+    // (a record is ~1 KiB).
+    let mut bytes = log.buffer(RECORD_SIZE_HINT.with(Cell::get));
     if serde_json::to_writer(&mut bytes, &body).is_err() {
         bytes.clear();
     }

@@ -198,6 +198,28 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Appends lowercase hex to a byte buffer.
+/// Writes the lowercase hex of `bytes` into `out` (`out.len() == 2 * bytes.len()`).
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = HEX[(b >> 4) as usize];
+        o[1] = HEX[(b & 0xf) as usize];
+    }
+}
+
+/// The decimal digits of `n`, in the tail of `buf`.
+pub(crate) fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
 pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for b in bytes {
         out.push(HEX[(b >> 4) as usize]);
