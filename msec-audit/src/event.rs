@@ -13,6 +13,7 @@
 //! | `gap`         | the writer                  | `dropped` and `refused` counts                                      |
 //! | `checkpoint`  | the writer                  | `log`, `reason`, `chain`, `key`, `sig`                              |
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -62,6 +63,90 @@ pub struct Actor {
     /// The client address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientActor>,
+}
+
+/// An [`Actor`] borrowed from a principal, for the audit layer's records: serialises exactly as the `Actor`
+/// the same principal, peer and client make, without copying the principal's strings.
+#[derive(Serialize)]
+pub(crate) struct ActorView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subject: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<PrincipalKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<PeerActor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client: Option<ClientActor>,
+}
+
+impl<'a> ActorView<'a> {
+    pub(crate) fn new(
+        principal: Option<&'a Principal>,
+        peer: Option<&PeerIdentity>,
+        client: Option<ClientAddr>,
+    ) -> Self {
+        let b = |s: &'a str| bounded_cow(s, MAX_IDENTITY_LEN);
+        let mut v = Self {
+            subject: None,
+            issuer: None,
+            kind: None,
+            tenant: None,
+            client_id: None,
+            token_id: None,
+            api_key_id: None,
+            auth: None,
+            peer: None,
+            client: client.map(|addr| ClientActor {
+                ip: addr.ip(),
+                port: addr.port(),
+            }),
+        };
+        if let Some(p) = principal {
+            v.subject = Some(b(&p.subject));
+            v.issuer = p.issuer.as_deref().map(b);
+            v.kind = Some(p.kind);
+            v.tenant = p.tenant.as_deref().map(b);
+            v.client_id = p.client_id.as_deref().map(b);
+            v.token_id = p.token_id.as_deref().map(b);
+            let (auth, key) = match &p.auth {
+                AuthMethod::Jwt { .. } => (Cow::Borrowed("jwt"), None),
+                AuthMethod::ApiKey { key_id } => (Cow::Borrowed("api_key"), Some(b(key_id))),
+                AuthMethod::Introspection => (Cow::Borrowed("introspection"), None),
+                AuthMethod::Mtls => (Cow::Borrowed("mtls"), None),
+                AuthMethod::Other(name) => (b(name), None),
+                _ => (Cow::Borrowed("other"), None),
+            };
+            v.auth = Some(auth);
+            v.api_key_id = key;
+        }
+        if let Some(peer) = peer {
+            let mut a = Actor::default();
+            a.set_peer(peer);
+            v.peer = a.peer;
+        }
+        v
+    }
+}
+
+/// `s` borrowed when it fits in `max` bytes, else cut like [`bounded`].
+fn bounded_cow(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(bounded(s, max))
+    }
 }
 
 /// The TLS peer of a request.
@@ -359,5 +444,47 @@ impl sealed::Sealed for Pending {}
 impl IntoEvent for Pending {
     fn into_pending(self, _now: SystemTime, _redactor: &crate::redact::Redactor) -> Pending {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_borrowed_actor_serialises_like_the_owned_one() {
+        let long = "s".repeat(MAX_IDENTITY_LEN + 10);
+        let principals = [
+            Principal::builder("alice")
+                .issuer("https://idp.example")
+                .token_id("jti-1")
+                .tenant("t1")
+                .client_id("web")
+                .auth(AuthMethod::Jwt {
+                    alg: "ES256".into(),
+                    kid: Some("k1".into()),
+                })
+                .build(),
+            Principal::builder(long.as_str())
+                .kind(PrincipalKind::Service)
+                .auth(AuthMethod::ApiKey { key_id: long.clone() })
+                .build(),
+            Principal::builder("bob").auth(AuthMethod::Other(long.clone())).build(),
+            Principal::builder("svc").auth(AuthMethod::Mtls).build(),
+        ];
+        let client = ClientAddr::from_socket("203.0.113.7:4242".parse().unwrap_or_else(|e| panic!("{e}")));
+        for p in &principals {
+            for c in [None, Some(client)] {
+                let mut owned = Actor::default();
+                owned.set_principal(p);
+                if let Some(c) = c {
+                    owned.set_client(c);
+                }
+                let view = ActorView::new(Some(p), None, c);
+                assert_eq!(serde_json::to_string(&view).ok(), serde_json::to_string(&owned).ok());
+            }
+        }
+        let empty = ActorView::new(None, None, None);
+        assert_eq!(serde_json::to_string(&empty).ok(), Some("{}".to_owned()));
     }
 }

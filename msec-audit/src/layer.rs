@@ -75,7 +75,7 @@ use tower_service::Service;
 
 use crate::chain::RecordKind;
 use crate::detect::Observation;
-use crate::event::{Actor, Pending};
+use crate::event::{ActorView, Pending};
 use crate::log::{AuditLog, Overflow};
 use crate::util::{EventId, Timestamp, bounded, bounded_lossy};
 
@@ -920,7 +920,7 @@ struct RequestBody<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
-    actor: &'a Actor,
+    actor: &'a ActorView<'a>,
     action: ActionBody<'a>,
     outcome: OutcomeBody,
     #[serde(skip_serializing_if = "<[Decision]>::is_empty")]
@@ -1070,16 +1070,12 @@ fn finalize(f: InFlight, aborted: bool) {
         log.count_dropped();
         return;
     };
-    let mut actor = Actor::default();
-    if let Some(p) = f.ctx.principal().or(f.principal) {
-        actor.set_principal(&p);
-    }
-    if let Some(peer) = &f.peer {
-        actor.set_peer(peer);
-    }
-    if let Some(c) = f.ctx.client_addr().or(f.client) {
-        actor.set_client(c);
-    }
+    let principal = f.ctx.principal().or(f.principal);
+    let actor = ActorView::new(
+        principal.as_deref(),
+        f.peer.as_deref(),
+        f.ctx.client_addr().or(f.client),
+    );
     let route = f.ctx.route().or(f.matched);
     let (grpc_service, grpc_method) = if f.grpc {
         let mut it = f.path.trim_start_matches('/').splitn(2, '/');
@@ -1174,23 +1170,26 @@ fn finalize(f: InFlight, aborted: bool) {
                 .iter()
                 .any(|d| d.layer == "authn" && d.outcome == Outcome::Deny);
         // The detectors read the subject of authentication failures only.
-        let attempted = authn_failure.then(|| actor.subject.clone()).flatten().or_else(|| {
-            (!authn_failure).then_some(())?;
-            decisions
-                .iter()
-                .filter(|d| d.layer == "authn")
-                .find_map(|d| {
-                    ["subject", "username", "key_id", "client_id"]
-                        .iter()
-                        .find_map(|k| d.get_detail(k))
-                })
-                .map(|s| bounded(s, 256))
-        });
+        let attempted = authn_failure
+            .then(|| actor.subject.as_deref().map(str::to_owned))
+            .flatten()
+            .or_else(|| {
+                (!authn_failure).then_some(())?;
+                decisions
+                    .iter()
+                    .filter(|d| d.layer == "authn")
+                    .find_map(|d| {
+                        ["subject", "username", "key_id", "client_id"]
+                            .iter()
+                            .find_map(|k| d.get_detail(k))
+                    })
+                    .map(|s| bounded(s, 256))
+            });
         Box::new(Observation {
             time: f.time,
             client_ip: actor.client.map(|c| c.ip),
             subject: attempted,
-            token_id: actor.token_id.clone(),
+            token_id: actor.token_id.as_deref().map(str::to_owned),
             status: f.status,
             code: code.map(|c| c.as_str().to_owned()),
             authn_failure,
