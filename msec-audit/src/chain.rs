@@ -199,8 +199,12 @@ impl Chain {
         if body.len() > 1 {
             put(b",");
         }
-        body.reserve(HASH_SUFFIX_LEN);
-        body.splice(0..1, prefix[..n].iter().copied());
+        // Shift the body right by `n - 1` (one memmove) and write the prefix over its `{`.
+        let len = body.len();
+        body.reserve(n - 1 + HASH_SUFFIX_LEN);
+        body.resize(len + n - 1, 0);
+        body.copy_within(1..len, n);
+        body[..n].copy_from_slice(&prefix[..n]);
         let hash = sha256(&body);
         body.extend_from_slice(b",\"hash\":\"");
         crate::util::hex_into(&hash, &mut hexbuf);
