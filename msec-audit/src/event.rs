@@ -407,13 +407,13 @@ mod sealed {
 pub trait IntoEvent: sealed::Sealed + Send {
     /// Serialises the event, stamped with `now`.
     #[doc(hidden)]
-    fn into_pending(self, now: SystemTime, redactor: &crate::redact::Redactor) -> Pending;
+    fn into_pending(self, now: SystemTime, redactor: &crate::redact::Redactor, buf: Vec<u8>) -> Pending;
 }
 
 impl sealed::Sealed for DataAccess {}
 
 impl IntoEvent for DataAccess {
-    fn into_pending(mut self, now: SystemTime, redactor: &crate::redact::Redactor) -> Pending {
+    fn into_pending(mut self, now: SystemTime, redactor: &crate::redact::Redactor, mut buf: Vec<u8>) -> Pending {
         redactor.redact_map(&mut self.attributes);
         let body = DataAccessBody {
             kind: "data_access",
@@ -430,10 +430,14 @@ impl IntoEvent for DataAccess {
             },
             attributes: &self.attributes,
         };
+        buf.clear();
+        if serde_json::to_writer(&mut buf, &body).is_err() {
+            buf.clear();
+        }
         Pending {
             kind: RecordKind::DataAccess,
             time: now,
-            body: serde_json::to_vec(&body).unwrap_or_default(),
+            body: buf,
             observation: None,
         }
     }
@@ -442,7 +446,7 @@ impl IntoEvent for DataAccess {
 impl sealed::Sealed for Pending {}
 
 impl IntoEvent for Pending {
-    fn into_pending(self, _now: SystemTime, _redactor: &crate::redact::Redactor) -> Pending {
+    fn into_pending(self, _now: SystemTime, _redactor: &crate::redact::Redactor, _buf: Vec<u8>) -> Pending {
         self
     }
 }

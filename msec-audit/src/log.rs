@@ -514,7 +514,7 @@ impl AuditLog {
                 .map_err(|_| EmitError::Closed)?,
             _ => self.admit()?,
         };
-        let pending = event.into_pending(self.shared.clock.now(), &self.shared.redactor);
+        let pending = event.into_pending(self.shared.clock.now(), &self.shared.redactor, self.buffer(512));
         self.send(pending, permit)
     }
 
@@ -533,7 +533,7 @@ impl AuditLog {
                 .map_err(|_| EmitError::Full)?,
             _ => self.admit()?,
         };
-        let pending = event.into_pending(self.shared.clock.now(), &self.shared.redactor);
+        let pending = event.into_pending(self.shared.clock.now(), &self.shared.redactor, self.buffer(512));
         self.send(pending, permit)
     }
 
