@@ -811,6 +811,25 @@ where
     }
 }
 
+/// The error a call fails with when no token could be had: the [`TokenError`], boxed. For a gRPC request with
+/// the `tonic` feature, a `tonic::Status` instead — UNAUTHENTICATED when the token endpoint refused the client,
+/// UNAVAILABLE otherwise — whose `source()` is the `TokenError`, so tonic clients see a meaningful code rather
+/// than UNKNOWN.
+fn token_failure(e: TokenError, grpc: bool) -> BoxError {
+    #[cfg(feature = "tonic")]
+    if grpc {
+        let code = match e.kind() {
+            TokenErrorKind::Rejected => tonic::Code::Unauthenticated,
+            _ => tonic::Code::Unavailable,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        status.set_source(Arc::new(e));
+        return Box::new(status);
+    }
+    let _ = grpc;
+    Box::new(e)
+}
+
 impl<S, B> Service<Request<B>> for BearerToken<S>
 where
     S: Service<Request<B>> + Clone + Send + 'static,
@@ -839,10 +858,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();
+        let grpc = msec_core::grpc::is_grpc(req.headers());
         ResponseFuture {
             state: State::Fetching {
                 fut: Box::pin(async move {
-                    let token = source.token().await?;
+                    let token = source.token().await.map_err(|e| token_failure(e, grpc))?;
                     req.headers_mut().insert(AUTHORIZATION, token.header_value());
                     inner.call(req).await.map_err(Into::into)
                 }),

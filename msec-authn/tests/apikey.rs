@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use msec_authn::apikey::{
-    ApiKey, ApiKeyAuthenticator, ApiKeyRecord, ApiKeySpec, ApiKeyStore, IssuedApiKey, KeyFormatError, KeyHasher,
-    MemoryApiKeyStore, StoreErrorKind, parse_key,
+    ApiKey, ApiKeyAuthenticator, ApiKeySpec, ApiKeyStore, IssuedApiKey, KeyFormatError, KeyHasher, MemoryApiKeyStore,
+    StoreErrorKind, parse_key,
 };
 use msec_authn::jwt::{Issuer, JwtValidator};
 use msec_authn::{Authenticator, AuthnChain, AuthnLayer, JwtAuthenticator};
@@ -382,7 +382,7 @@ fn tempdir() -> std::path::PathBuf {
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
-    use msec_authn::apikey::PgApiKeyStore;
+    use msec_authn::apikey::{ApiKeyRecord, PgApiKeyStore};
 
     fn unique_table() -> String {
         let n = SystemTime::now()

@@ -462,9 +462,27 @@ mod grpc {
             .http(HttpConfig::new().danger_allow_http_for_loopback().no_proxy())
             .build()
             .unwrap();
-        let mut failing = EchoClient::new(BearerTokenLayer::new(down).layer(channel));
+        let mut failing = EchoClient::new(BearerTokenLayer::new(down).layer(channel.clone()));
         let st = failing.say(SayRequest { message: "x".into() }).await.unwrap_err();
         let te = st.source().and_then(|s| s.downcast_ref::<TokenError>()).unwrap();
         assert_eq!(te.kind(), TokenErrorKind::Unreachable);
+        // With the `tonic` feature the failure carries a gRPC code a client can act on.
+        #[cfg(feature = "tonic")]
+        assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+        #[cfg(not(feature = "tonic"))]
+        assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
+
+        // A client the token endpoint refuses (wrong secret): UNAUTHENTICATED with the feature.
+        let refused = ClientCredentials::builder(ep.url())
+            .client_secret_basic(CLIENT_ID, "wrong")
+            .http(HttpConfig::new().danger_allow_http_for_loopback().no_proxy())
+            .build()
+            .unwrap();
+        let mut refused = EchoClient::new(BearerTokenLayer::new(refused).layer(channel));
+        let st = refused.say(SayRequest { message: "x".into() }).await.unwrap_err();
+        let te = st.source().and_then(|s| s.downcast_ref::<TokenError>()).unwrap();
+        assert_eq!(te.kind(), TokenErrorKind::Rejected);
+        #[cfg(feature = "tonic")]
+        assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
     }
 }
