@@ -25,7 +25,8 @@
 //! - Refreshes are **single-flight**: one request to the token endpoint at a time, whatever the number of
 //!   callers. While it is in flight, callers holding a still-valid token keep using it; callers without one wait
 //!   for the result.
-//! - Failures **back off** exponentially (1 s, 2 s, 4 s, ... up to 60 s by default): until the next attempt is
+//! - Failures **back off** exponentially (1 s, 2 s, 4 s, ... up to 60 s by default, each wait jittered to between
+//!   half and all of that so replicas do not retry in step): until the next attempt is
 //!   due, callers get the last error at once, with [`retry_in`](TokenError::retry_in), and no request is made.
 //!   A token that is due for refresh but not yet expired is still handed out while the endpoint is failing.
 //! - [`invalidate`](ClientCredentials::invalidate) drops the cached token (after a 401 from the callee).
@@ -236,6 +237,7 @@ pub struct ClientCredentialsBuilder {
     max_lifetime: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    backoff_jitter: bool,
     http: HttpConfig,
     clock: SharedClock,
 }
@@ -302,10 +304,17 @@ impl ClientCredentialsBuilder {
     }
 
     /// Back-off after failed fetches: `initial`, doubled after each further failure, at most `max` (defaults
-    /// 1 s and 60 s).
+    /// 1 s and 60 s). Each wait is jittered to between half and all of that ("equal jitter"), so replicas that
+    /// failed together do not retry together; [`exact_backoff`](Self::exact_backoff) turns that off.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max;
+        self
+    }
+
+    /// Waits exactly the back-off delays, without jitter (for tests with a manual clock, or a single client).
+    pub fn exact_backoff(mut self) -> Self {
+        self.backoff_jitter = false;
         self
     }
 
@@ -368,6 +377,7 @@ impl ClientCredentialsBuilder {
                 max_lifetime: self.max_lifetime,
                 backoff_initial: self.backoff_initial,
                 backoff_max: self.backoff_max,
+                backoff_jitter: self.backoff_jitter,
                 client: fetcher.client().clone(),
                 max_bytes: fetcher.max_bytes(),
                 clock: self.clock,
@@ -418,6 +428,7 @@ struct Shared {
     max_lifetime: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    backoff_jitter: bool,
     client: reqwest::Client,
     max_bytes: usize,
     clock: SharedClock,
@@ -475,6 +486,7 @@ impl ClientCredentials {
             max_lifetime: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            backoff_jitter: true,
             http: HttpConfig::new(),
             clock: Arc::new(SystemClock),
         }
@@ -555,7 +567,10 @@ impl ClientCredentials {
             Err(e) => {
                 metrics::counter!("msec_authn_outbound_token_fetches_total", "result" => e.kind.as_str()).increment(1);
                 failures.count = failures.count.saturating_add(1);
-                let delay = backoff_delay(self.shared.backoff_initial, self.shared.backoff_max, failures.count);
+                let mut delay = backoff_delay(self.shared.backoff_initial, self.shared.backoff_max, failures.count);
+                if self.shared.backoff_jitter {
+                    delay = equal_jitter(delay, random_u64());
+                }
                 failures.retry_at = now.saturating_add(delay);
                 failures.last = Some(e.clone());
                 tracing::warn!(
@@ -679,6 +694,22 @@ impl ClientCredentials {
             expires_at: started.saturating_add(lifetime),
         })
     }
+}
+
+/// Half of `delay` plus a share of the other half given by `r` (uniform over `u64`): between `delay / 2` and
+/// `delay`.
+fn equal_jitter(delay: Duration, r: u64) -> Duration {
+    let half = delay / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let extra = (u128::from(nanos) * u128::from(r) / u128::from(u64::MAX)) as u64;
+    half + Duration::from_nanos(extra)
+}
+
+/// A random `u64` from the system RNG (0 should it fail: the delay is then its lower bound, never shorter).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b)
 }
 
 fn backoff_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
@@ -882,6 +913,23 @@ mod tests {
         assert_eq!(
             [d(1), d(2), d(3), d(6), d(7), d(100), d(u32::MAX)],
             [s(1), s(2), s(4), s(32), s(60), s(60), s(60)]
+        );
+    }
+
+    #[test]
+    fn equal_jitter_stays_between_half_and_all_of_the_delay() {
+        let d = Duration::from_secs(8);
+        assert_eq!(equal_jitter(d, 0), Duration::from_secs(4));
+        assert_eq!(equal_jitter(d, u64::MAX), d);
+        let mid = equal_jitter(d, u64::MAX / 2);
+        assert!(
+            mid > Duration::from_millis(5_999) && mid < Duration::from_millis(6_001),
+            "{mid:?}"
+        );
+        assert_eq!(equal_jitter(Duration::ZERO, u64::MAX), Duration::ZERO);
+        assert_eq!(
+            equal_jitter(Duration::MAX, u64::MAX),
+            Duration::MAX / 2 + Duration::from_nanos(u64::MAX)
         );
     }
 

@@ -263,6 +263,34 @@ async fn concurrent_callers_share_one_fetch() {
     assert!(tokens.iter().all(|t| t == &tokens[0]));
 }
 
+/// By default the back-off is jittered: each client waits between half and all of the delay, so replicas that
+/// failed together spread their retries.
+#[tokio::test]
+async fn backoff_is_jittered_by_default() {
+    let ep = Endpoint::start().await;
+    ep.set_status(503);
+    let clock = ManualClock::starting_now();
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let src = ep
+            .source()
+            .backoff(Duration::from_secs(8), Duration::from_secs(8))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        assert_eq!(src.token().await.unwrap_err().retry_in(), None);
+        let wait = src.token().await.unwrap_err().retry_in().unwrap();
+        assert!(
+            (Duration::from_secs(4)..=Duration::from_secs(8)).contains(&wait),
+            "{wait:?}"
+        );
+        waits.push(wait);
+    }
+    waits.sort();
+    waits.dedup();
+    assert!(waits.len() > 1, "twelve clients, one identical wait: {waits:?}");
+}
+
 #[tokio::test]
 async fn endpoint_down_gives_a_typed_error_and_backs_off() {
     let ep = Endpoint::start().await;
@@ -272,6 +300,7 @@ async fn endpoint_down_gives_a_typed_error_and_backs_off() {
     let src = ep
         .source()
         .backoff(Duration::from_secs(1), Duration::from_secs(4))
+        .exact_backoff()
         .refresh_skew(Duration::from_secs(10))
         .clock(clock.clone())
         .build()
