@@ -197,7 +197,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Appends lowercase hex to a byte buffer.
 /// Writes the lowercase hex of `bytes` into `out` (`out.len() == 2 * bytes.len()`).
 pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
     for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
@@ -218,13 +217,6 @@ pub(crate) fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
         }
     }
     &buf[i..]
-}
-
-pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 0xf) as usize]);
-    }
 }
 
 /// Parses exactly 64 lowercase hex digits.
