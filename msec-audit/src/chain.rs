@@ -191,7 +191,7 @@ impl Chain {
         };
         put(b"{\"v\":1,\"seq\":");
         let mut digits = [0u8; 20];
-        put(crate::util::fmt_u64(&mut digits, seq));
+        put(msec_core::text::decimal(&mut digits, seq));
         put(b",\"prev\":\"");
         let mut hexbuf = [0u8; 64];
         crate::util::hex_into(&prev, &mut hexbuf);

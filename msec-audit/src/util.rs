@@ -205,20 +205,6 @@ pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// The decimal digits of `n`, in the tail of `buf`.
-pub(crate) fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
 /// Parses exactly 64 lowercase hex digits.
 pub(crate) fn parse_hash(s: &[u8]) -> Option<[u8; 32]> {
     if s.len() != 64 {

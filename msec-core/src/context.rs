@@ -333,20 +333,13 @@ impl From<std::borrow::Cow<'static, str>> for DetailValue {
 }
 
 impl From<u64> for DetailValue {
-    fn from(mut n: u64) -> Self {
+    fn from(n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let d = crate::text::decimal(&mut digits, n);
         let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        buf.copy_within(i.., 0);
+        buf[..d.len()].copy_from_slice(d);
         Self(DetailRepr::Digits {
-            len: (20 - i) as u8,
+            len: d.len() as u8,
             buf,
         })
     }

@@ -48,6 +48,7 @@ pub mod rejection;
 pub mod route;
 pub mod secret;
 pub mod spiffe;
+pub mod text;
 
 #[cfg(feature = "axum")]
 pub mod axum;

@@ -467,9 +467,9 @@ impl Inner {
         let mut digits = [0u8; 20];
         put(item);
         put(b";r=");
-        put(fmt_u64(&mut digits, u64::from(out.remaining)));
+        put(msec_core::text::decimal(&mut digits, u64::from(out.remaining)));
         put(b";t=");
-        put(fmt_u64(&mut digits, ceil_secs(out.reset)));
+        put(msec_core::text::decimal(&mut digits, ceil_secs(out.reset)));
         HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&buf[..n]))
             .unwrap_or_else(|_| HeaderValue::from_static("\"?\";r=0"))
     }
@@ -486,20 +486,6 @@ impl Inner {
             }
         });
     }
-}
-
-/// The decimal digits of `n`, written at the end of `buf` (no formatting machinery: this runs on every response).
-fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// Retry-After seconds for a wait (at least 1).
