@@ -29,7 +29,7 @@
 //! | `MSEC_IP_RATE_PER_MINUTE` | per-client-IP flood guard, checked before token verification | 10 × the above |
 //! | `MSEC_TLS_CERT` / `MSEC_TLS_KEY` | serve HTTPS with this certificate chain and key (PEM, reloaded when they change) | plain HTTP |
 //! | `MSEC_TLS_CLIENT_CA` | mTLS: verify client certificates against this CA (PEM); `/v1/*` then needs one | no client certificates |
-//! | `MSEC_API_KEYS` | file of API key records, one JSON object per line as `msec apikey new` prints them; API keys (`x-api-key`, or `Authorization: Bearer` with prefix `MSEC_API_KEY_PREFIXES`) are then accepted alongside JWTs | off |
+//! | `MSEC_API_KEYS` | file of API key records, one JSON object per line as `msec apikey new` prints them (re-read when it changes); API keys (`x-api-key`, or `Authorization: Bearer` with prefix `MSEC_API_KEY_PREFIXES`) are then accepted alongside JWTs | off |
 //! | `MSEC_API_KEY_PREFIXES` | comma-separated key prefixes accepted | `sk_live` |
 //! | `MSEC_API_KEY_PEPPER` | the pepper file the records were made with (`msec apikey new --pepper-file`) | none (SHA-256 records) |
 //! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
@@ -532,8 +532,10 @@ fn discovery(issuer: &str, value: &str) -> Result<KeySource, String> {
 /// ```
 ///
 /// Records made with `--pepper-file` need the same file in `MSEC_API_KEY_PEPPER`; a mismatch refuses to start.
-/// The file is read once at start (restart to add or revoke keys; a PostgreSQL store, `PgApiKeyStore`, serves
-/// changes at once to every replica). API-key principals meet the same policy (give their records the scopes
+/// The file is re-read every 2 s when it changes (`MemoryApiKeyStore::watch_file`): keys appended with `msec
+/// apikey new >> file` start working and keys marked with `msec apikey revoke --file` stop, without a restart; a
+/// file that does not parse is logged and the previous records stay. (A PostgreSQL store, `PgApiKeyStore`,
+/// serves changes at once to every replica.) API-key principals meet the same policy (give their records the scopes
 /// above) and the per-principal quota (keyed by subject).
 fn api_key_authenticator(cfg: &Config, validator: &JwtValidator, file: &Path) -> Result<AuthnChain, BoxError> {
     let store = MemoryApiKeyStore::from_file(file).map_err(|e| format!("MSEC_API_KEYS: {e}"))?;
@@ -559,6 +561,8 @@ fn api_key_authenticator(cfg: &Config, validator: &JwtValidator, file: &Path) ->
         .prefixes(cfg.api_key_prefixes.iter().map(String::as_str))
         .map_err(|e| format!("MSEC_API_KEY_PREFIXES: {e}"))?;
     tracing::info!(keys = store.len(), file = %file.display(), "API keys loaded");
+    // Runs for the life of the process (the handle is not kept to abort it).
+    drop(store.watch_file(file, Duration::from_secs(2)));
     Ok(AuthnChain::new()
         .with(JwtAuthenticator::new(validator.clone()))
         .with(keys))

@@ -870,6 +870,108 @@ fn host_address() -> Option<std::net::IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
+/// `MSEC_API_KEYS` as an operator uses it: keys from `msec apikey new` lines work beside JWTs, a key appended to
+/// the running service's file starts working and a line marked revoked stops its key, without a restart; a
+/// broken file leaves the keys as they were. Each change is polled for (the file is re-read every 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_follow_their_file() {
+    use msec::authn::apikey::{ApiKeySpec, KeyHasher};
+    let idp = Idp::http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hasher = KeyHasher::sha256();
+    let issue = |subject: &str| {
+        ApiKeySpec::new("sk_live")
+            .subject(subject)
+            .scopes(["hello:read"])
+            .issue(&hasher, std::time::SystemTime::now())
+            .unwrap()
+    };
+    let (a, b) = (issue("billing-bot"), issue("report-bot"));
+    let keys = dir.path().join("api-keys.jsonl");
+    std::fs::write(
+        &keys,
+        format!("# made by msec apikey new\n{}\n", a.record.to_json_line()),
+    )
+    .unwrap();
+    let mut env = base_env(&idp, dir.path());
+    env.insert("MSEC_JWKS_URL", format!("{}/jwks", idp.issuer));
+    env.insert("MSEC_INSECURE_HTTP_JWKS", "1".into());
+    env.insert("MSEC_API_KEYS", keys.display().to_string());
+    let svc = Service::start(&env, dir.path()).await;
+    let mut api = Api::plain(&svc);
+    api.wait_ready().await;
+
+    let hello = async |api: &mut Api, key: &str| {
+        let r = api.send(Method::GET, "/v1/hello", &[("x-api-key", key)], "").await;
+        (r.status, r.code())
+    };
+    assert_eq!(hello(&mut api, a.key.expose_secret()).await.0, 200);
+    let token = idp.token("alice", "hello:read");
+    assert_eq!(api.get("/v1/hello", Some(&token)).await.status, 200, "JWTs still work");
+    assert_eq!(
+        hello(&mut api, b.key.expose_secret()).await,
+        (401, "invalid_api_key".to_owned())
+    );
+
+    // Polls until `key` gets `want` (each change is picked up within the 2 s re-read).
+    async fn until(api: &mut Api, key: &str, want: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = api.send(Method::GET, "/v1/hello", &[("x-api-key", key)], "").await;
+            if r.status == want {
+                return r.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {} ({}) after 15 s",
+                r.status,
+                r.text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Appended while running.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&keys).unwrap();
+    std::io::Write::write_all(&mut f, format!("{}\n", b.record.to_json_line()).as_bytes()).unwrap();
+    drop(f);
+    until(&mut api, b.key.expose_secret(), 200).await;
+
+    // A broken file: both keys keep working through the next reads.
+    let before = std::fs::read_to_string(&keys).unwrap();
+    std::fs::write(&keys, format!("{before}{{\"key_id\":")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&svc.stderr)
+        .unwrap_or_default()
+        .contains("not reloaded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was not reported within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hello(&mut api, a.key.expose_secret()).await.0, 200);
+    assert_eq!(hello(&mut api, b.key.expose_secret()).await.0, 200);
+
+    // `a` marked revoked.
+    let mut revoked = a.record.clone();
+    revoked.revoked = true;
+    std::fs::write(
+        &keys,
+        format!("{}\n{}\n", revoked.to_json_line(), b.record.to_json_line()),
+    )
+    .unwrap();
+    assert_eq!(until(&mut api, a.key.expose_secret(), 401).await, "api_key_revoked");
+    assert_eq!(hello(&mut api, b.key.expose_secret()).await.0, 200);
+    let stderr = svc.stderr.clone();
+    svc.stop().await;
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        !log.contains(a.key.expose_secret()) && !log.contains(b.key.expose_secret()),
+        "no key in the logs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_refused_to_other_clients() {
     let Some(ip) = host_address() else {

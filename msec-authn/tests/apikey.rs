@@ -366,6 +366,64 @@ fn records_load_from_json_lines() {
     assert_eq!(e.kind(), StoreErrorKind::Conflict);
 }
 
+/// `watch_file` on Tokio's paused clock: a key appended to the file starts working, a line marked revoked stops
+/// its key, and a half-written file changes nothing (the previous records stay) until it is whole again.
+#[tokio::test(start_paused = true)]
+async fn watched_file_follows_the_file() {
+    let hasher = KeyHasher::sha256();
+    let a = issue("sk_live", "a", &hasher);
+    let b = issue("sk_live", "b", &hasher);
+    let dir = tempdir();
+    let path = dir.join("keys.jsonl");
+    std::fs::write(&path, format!("{}\n", a.record.to_json_line())).unwrap();
+    let store = MemoryApiKeyStore::from_file(&path).unwrap();
+    let authn = ApiKeyAuthenticator::new(store.clone(), hasher.clone()).clock(Arc::new(ManualClock::new(t0())));
+    let code = |r: msec_authn::AuthnResult| r.err().map(|e| e.code().as_str().to_owned());
+    let watch = store.watch_file(&path, Duration::from_secs(2));
+    assert_eq!(
+        code(authn.verify(b.key.expose_secret().as_bytes()).await).as_deref(),
+        Some("invalid_api_key")
+    );
+
+    // A key appended with `msec apikey new >> file` works from the next pass on.
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", a.record.to_json_line(), b.record.to_json_line()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.len(), 2);
+    assert_eq!(code(authn.verify(b.key.expose_secret().as_bytes()).await), None);
+
+    // A torn write: the store keeps both keys.
+    std::fs::write(&path, format!("{}\n{{\"key_id\":", a.record.to_json_line())).unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.len(), 2);
+    assert_eq!(code(authn.verify(b.key.expose_secret().as_bytes()).await), None);
+
+    // The file rewritten with `a` revoked (what `msec apikey revoke --file` writes).
+    let mut revoked = a.record.clone();
+    revoked.revoked = true;
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", revoked.to_json_line(), b.record.to_json_line()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        code(authn.verify(a.key.expose_secret().as_bytes()).await).as_deref(),
+        Some("api_key_revoked")
+    );
+    assert_eq!(code(authn.verify(b.key.expose_secret().as_bytes()).await), None);
+
+    // A missing file: the records stay.
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.len(), 2);
+    watch.abort();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "msec-apikey-{}-{}",

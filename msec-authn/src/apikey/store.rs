@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use super::ApiKeyError;
 use super::record::ApiKeyRecord;
@@ -120,7 +121,7 @@ impl<T: ApiKeyStore + ?Sized> ApiKeyStore for Arc<T> {
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryApiKeyStore {
-    map: Arc<RwLock<HashMap<String, Arc<ApiKeyRecord>>>>,
+    map: Arc<RwLock<RecordMap>>,
 }
 
 impl fmt::Debug for MemoryApiKeyStore {
@@ -137,42 +138,111 @@ impl MemoryApiKeyStore {
 
     /// A store holding `records` (validated; duplicate key ids refused).
     pub fn from_records<I: IntoIterator<Item = ApiKeyRecord>>(records: I) -> Result<Self, ApiKeyError> {
-        let mut map = HashMap::new();
-        for r in records {
-            r.validate()?;
-            if map.contains_key(&r.key_id) {
-                return Err(ApiKeyError::InvalidRecord(format!("key id {} appears twice", r.key_id)));
-            }
-            map.insert(r.key_id.clone(), Arc::new(r));
-        }
         Ok(Self {
-            map: Arc::new(RwLock::new(map)),
+            map: Arc::new(RwLock::new(map_of(records)?)),
         })
     }
 
     /// A store from JSON lines, one [`ApiKeyRecord`] per line (as `msec apikey new` prints them). Blank lines
     /// and lines starting with `#` are skipped.
     pub fn from_json_lines(text: &str) -> Result<Self, ApiKeyError> {
-        let mut records = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let r: ApiKeyRecord =
-                serde_json::from_str(line).map_err(|e| ApiKeyError::InvalidRecord(format!("line {}: {e}", n + 1)))?;
-            records.push(r);
-        }
-        Self::from_records(records)
+        Self::from_records(parse_lines(text)?)
     }
 
-    /// A store from a file of JSON lines (see [`from_json_lines`](Self::from_json_lines)).
+    /// A store from a file of JSON lines (see [`from_json_lines`](Self::from_json_lines)). To follow later
+    /// changes of the file, see [`watch_file`](Self::watch_file).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ApiKeyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ApiKeyError::Io(format!("{}: {e}", path.display())))?;
-        Self::from_json_lines(&text).map_err(|e| match e {
-            ApiKeyError::InvalidRecord(m) => ApiKeyError::InvalidRecord(format!("{}: {m}", path.display())),
-            other => other,
+        let text = read_records_file(path)?;
+        Self::from_json_lines(&text).map_err(|e| in_file(path, e))
+    }
+
+    /// Replaces every record with those of `text` (JSON lines, as [`from_json_lines`](Self::from_json_lines)
+    /// reads them) in one swap, and returns how many there are now. The text is checked as a whole first: on any
+    /// error the store keeps the records it had, so a half-written file never locks every key out.
+    ///
+    /// The text is the source of truth: a revocation made only through [`ApiKeyStore::revoke`] on this store is
+    /// undone by a reload whose text does not mark the key revoked (`msec apikey revoke --file` does).
+    ///
+    /// ```
+    /// use msec_authn::apikey::{ApiKeySpec, KeyHasher, MemoryApiKeyStore};
+    /// use std::time::SystemTime;
+    ///
+    /// let h = KeyHasher::sha256();
+    /// let a = ApiKeySpec::new("sk_live").subject("a").issue(&h, SystemTime::now())?;
+    /// let b = ApiKeySpec::new("sk_live").subject("b").issue(&h, SystemTime::now())?;
+    /// let store = MemoryApiKeyStore::from_json_lines(&a.record.to_json_line())?;
+    /// let both = format!("{}\n{}\n", a.record.to_json_line(), b.record.to_json_line());
+    /// assert_eq!(store.replace_from_json_lines(&both)?, 2);
+    /// // A broken text changes nothing.
+    /// assert!(store.replace_from_json_lines("{not json").is_err());
+    /// assert_eq!(store.len(), 2);
+    /// # Ok::<(), msec_authn::apikey::ApiKeyError>(())
+    /// ```
+    pub fn replace_from_json_lines(&self, text: &str) -> Result<usize, ApiKeyError> {
+        let map = map_of(parse_lines(text)?)?;
+        let n = map.len();
+        *self.map.write().unwrap_or_else(PoisonError::into_inner) = map;
+        Ok(n)
+    }
+
+    /// Re-reads `path` (see [`replace_from_json_lines`](Self::replace_from_json_lines)): on any error the store
+    /// keeps the records it had.
+    pub fn reload_from_file(&self, path: impl AsRef<Path>) -> Result<usize, ApiKeyError> {
+        let path = path.as_ref();
+        let text = read_records_file(path)?;
+        self.replace_from_json_lines(&text).map_err(|e| in_file(path, e))
+    }
+
+    /// Keeps the store in step with `path`: a Tokio task re-reads the file every `every` and, when its bytes
+    /// changed, swaps in its records ([`reload_from_file`](Self::reload_from_file) rules: a file that does not
+    /// parse, or cannot be read, leaves the records as they were and is logged and counted in
+    /// `msec_authn_apikey_reloads_total{result="failed"}`). A key added with `msec apikey new >> file`, or
+    /// revoked with `msec apikey revoke --file`, takes effect within `every` on every replica that reads the
+    /// file (a Kubernetes Secret or ConfigMap volume, say). Abort the returned handle to stop watching.
+    ///
+    /// Must be called inside a Tokio runtime; `every` is at least 100 ms.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), msec_authn::apikey::ApiKeyError> {
+    /// use msec_authn::apikey::MemoryApiKeyStore;
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryApiKeyStore::from_file("/etc/msec/api-keys.jsonl")?;
+    /// let _watch = store.watch_file("/etc/msec/api-keys.jsonl", Duration::from_secs(5));
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_file(&self, path: impl Into<std::path::PathBuf>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let path = path.into();
+        let store = self.clone();
+        let every = every.max(Duration::from_millis(100));
+        // The bytes already loaded are not known here; the first pass reloads once, which is harmless.
+        tokio::spawn(async move {
+            let mut last: Option<ring::digest::Digest> = None;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let text = match read_records_file(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        reload_failed(&path, &e);
+                        continue;
+                    }
+                };
+                let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+                if last.as_ref().is_some_and(|d| d.as_ref() == digest.as_ref()) {
+                    continue;
+                }
+                match store.replace_from_json_lines(&text) {
+                    Ok(n) => {
+                        last = Some(digest);
+                        metrics::counter!("msec_authn_apikey_reloads_total", "result" => "loaded").increment(1);
+                        tracing::info!(file = %path.display(), keys = n, "msec-authn: API key records reloaded");
+                    }
+                    Err(e) => reload_failed(&path, &in_file(&path, e)),
+                }
+            }
         })
     }
 
@@ -191,6 +261,63 @@ impl MemoryApiKeyStore {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         map.values().map(|r| (**r).clone()).collect()
     }
+}
+
+/// The most bytes a records file may hold (a million keys' records fit well within it).
+const MAX_RECORDS_FILE: u64 = 256 * 1024 * 1024;
+
+type RecordMap = HashMap<String, Arc<ApiKeyRecord>>;
+
+/// Validated records by key id; a repeated key id is refused.
+fn map_of<I: IntoIterator<Item = ApiKeyRecord>>(records: I) -> Result<RecordMap, ApiKeyError> {
+    let mut map = HashMap::new();
+    for r in records {
+        r.validate()?;
+        if map.contains_key(&r.key_id) {
+            return Err(ApiKeyError::InvalidRecord(format!("key id {} appears twice", r.key_id)));
+        }
+        map.insert(r.key_id.clone(), Arc::new(r));
+    }
+    Ok(map)
+}
+
+/// One record per line; blank lines and `#` comments skipped.
+fn parse_lines(text: &str) -> Result<Vec<ApiKeyRecord>, ApiKeyError> {
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let r: ApiKeyRecord =
+            serde_json::from_str(line).map_err(|e| ApiKeyError::InvalidRecord(format!("line {}: {e}", n + 1)))?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+fn read_records_file(path: &Path) -> Result<String, ApiKeyError> {
+    let io = |e: std::io::Error| ApiKeyError::Io(format!("{}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_RECORDS_FILE {
+        return Err(ApiKeyError::Io(format!(
+            "{}: {len} bytes is more than a records file may hold ({MAX_RECORDS_FILE})",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+fn in_file(path: &Path, e: ApiKeyError) -> ApiKeyError {
+    match e {
+        ApiKeyError::InvalidRecord(m) => ApiKeyError::InvalidRecord(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+fn reload_failed(path: &Path, e: &ApiKeyError) {
+    metrics::counter!("msec_authn_apikey_reloads_total", "result" => "failed").increment(1);
+    tracing::warn!(file = %path.display(), error = %e, "msec-authn: API key records not reloaded; the previous ones stay");
 }
 
 impl ApiKeyStore for MemoryApiKeyStore {
