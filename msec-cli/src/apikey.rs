@@ -1,19 +1,27 @@
-//! `msec apikey new`: makes an API key, prints it once (stderr) and the record to store (stdout, one JSON line).
+//! `msec apikey`: make, list and revoke API keys.
 //!
 //! ```text
 //! msec apikey new --prefix sk_live --scopes orders:read,orders:write --subject billing-bot --expires-in 90d \
 //!     >> api-keys.jsonl
+//! msec apikey list --file api-keys.jsonl [--subject billing-bot] [--json]
+//! msec apikey revoke 3kTMd9XqPzA --file api-keys.jsonl
+//! MSEC_APIKEY_POSTGRES="host=db user=ops dbname=app" msec apikey list --postgres-table msec_api_keys
 //! ```
 //!
-//! The record holds only the key's digest (SHA-256, or HMAC-SHA256 under `--pepper-file`); the service loads
-//! such lines with `MemoryApiKeyStore::from_file` or inserts them into its PostgreSQL store.
+//! `new` prints the key once (stderr) and the record to store (stdout, one JSON line). The record holds only the
+//! key's digest (SHA-256, or HMAC-SHA256 under `--pepper-file`); the service loads such lines with
+//! `MemoryApiKeyStore::from_file` (and `watch_file` follows later changes) or keeps them in its PostgreSQL store.
+//!
+//! `list` and `revoke` work on either store: a records file (`--file`; `revoke` rewrites it atomically, every other
+//! line byte for byte) or a PostgreSQL table (the connection string comes from `MSEC_APIKEY_POSTGRES`, never
+//! the command line, where other users of the machine could read it in the process list).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::Subcommand;
-use msec_authn::apikey::{ApiKeySpec, KeyHasher, MIN_PEPPER_LEN};
+use clap::{Args, Subcommand};
+use msec_authn::apikey::{ApiKeyRecord, ApiKeySpec, ApiKeyStore as _, KeyHasher, MIN_PEPPER_LEN, PgApiKeyStore};
 use msec_core::secret::SecretBytes;
 
 #[derive(Subcommand)]
@@ -39,7 +47,45 @@ pub(crate) enum ApiKeyCmd {
         #[arg(long)]
         pepper_file: Option<PathBuf>,
     },
+    /// Lists keys: id, prefix, subject, tenant, status (active, expired, revoked), expiry and scopes. Never
+    /// prints a key (the store has none) nor, without --json, a digest.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only the keys of this subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Print the records as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a key by its id (the 11 characters after the prefix; `list` shows them). Exit status 1 when
+    /// the store has no such key.
+    Revoke {
+        /// The key id.
+        key_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
+
+/// Where the records are: a file or a PostgreSQL table.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct StoreArgs {
+    /// A file of records, one JSON object per line (as `new` prints them).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// A PostgreSQL table of records (`PgApiKeyStore`); the connection string is read from MSEC_APIKEY_POSTGRES.
+    #[arg(long)]
+    postgres_table: Option<String>,
+}
+
+/// The environment variable holding the PostgreSQL connection string.
+const PG_ENV: &str = "MSEC_APIKEY_POSTGRES";
+
+/// The most rows `list` reads from PostgreSQL.
+const PG_LIST_LIMIT: usize = 100_000;
 
 /// Parses `90d`, `12h`, `30m`, `3600s`, `2w`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -66,7 +112,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn run(cmd: ApiKeyCmd) -> ExitCode {
-    match cmd {
+    let result = match cmd {
         ApiKeyCmd::New {
             prefix,
             scopes,
@@ -74,14 +120,228 @@ pub(crate) fn run(cmd: ApiKeyCmd) -> ExitCode {
             tenant,
             expires_in,
             pepper_file,
-        } => match new(prefix, scopes, subject, tenant, expires_in, pepper_file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        } => new(prefix, scopes, subject, tenant, expires_in, pepper_file).map(|()| ExitCode::SUCCESS),
+        ApiKeyCmd::List { store, subject, json } => list(&store, subject.as_deref(), json).map(|()| ExitCode::SUCCESS),
+        ApiKeyCmd::Revoke { key_id, store } => revoke(&store, &key_id),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs `f` with the PostgreSQL store named by `table` and MSEC_APIKEY_POSTGRES, on a one-thread runtime.
+fn with_pg<T>(table: &str, f: impl AsyncFnOnce(&PgApiKeyStore) -> Result<T, String>) -> Result<T, String> {
+    let conn = std::env::var(PG_ENV).map_err(|_| {
+        format!("--postgres-table needs the connection string in {PG_ENV} (e.g. \"host=db user=ops dbname=app\")")
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async {
+        let store = PgApiKeyStore::new(&conn, table)
+            .map_err(|e| e.to_string())?
+            .timeout(std::time::Duration::from_secs(10));
+        f(&store).await
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn status(r: &ApiKeyRecord, now: u64) -> &'static str {
+    if r.revoked {
+        "revoked"
+    } else if r.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
     }
+}
+
+/// `2026-11-24T09:12:25Z` for Unix seconds.
+fn date(secs: u64) -> String {
+    let t = msec_audit::Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).to_rfc3339();
+    // Whole seconds: drop the microseconds.
+    match t.split_once('.') {
+        Some((head, _)) => format!("{head}Z"),
+        None => t,
+    }
+}
+
+fn read_file_records(path: &std::path::Path) -> Result<Vec<ApiKeyRecord>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let r: ApiKeyRecord = serde_json::from_str(t).map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::print_stdout)]
+fn list(store: &StoreArgs, subject: Option<&str>, json: bool) -> Result<(), String> {
+    let mut records = match (&store.file, &store.postgres_table) {
+        (Some(path), _) => read_file_records(path)?,
+        (None, Some(table)) => with_pg(table, async |pg| match subject {
+            Some(s) => pg.keys_of(s).await.map_err(|e| e.to_string()),
+            None => pg.list(PG_LIST_LIMIT).await.map_err(|e| e.to_string()),
+        })?,
+        (None, None) => return Err("give --file or --postgres-table".into()),
+    };
+    if let Some(s) = subject {
+        records.retain(|r| r.subject == s);
+    }
+    records.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+    if json {
+        for r in &records {
+            println!("{}", r.to_json_line());
+        }
+        return Ok(());
+    }
+    let now = unix_now();
+    let rows: Vec<[String; 7]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.key_id.clone(),
+                r.prefix.clone(),
+                r.subject.clone(),
+                r.tenant.clone().unwrap_or_else(|| "-".into()),
+                status(r, now).to_owned(),
+                r.expires_at.map_or_else(|| "never".into(), date),
+                if r.scopes.is_empty() {
+                    "-".into()
+                } else {
+                    r.scopes.join(",")
+                },
+            ]
+        })
+        .collect();
+    let head = ["KEY_ID", "PREFIX", "SUBJECT", "TENANT", "STATUS", "EXPIRES", "SCOPES"];
+    let mut width = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s
+    };
+    println!("{}", line(&head));
+    for row in &rows {
+        println!("{}", line(&row.each_ref().map(String::as_str)));
+    }
+    eprintln!("{} key(s)", rows.len());
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn revoke(store: &StoreArgs, key_id: &str) -> Result<ExitCode, String> {
+    let found = match (&store.file, &store.postgres_table) {
+        (Some(path), _) => revoke_in_file(path, key_id)?,
+        (None, Some(table)) => {
+            with_pg(table, async |pg| pg.revoke(key_id).await.map_err(|e| e.to_string()))?.then_some(Revoked::Now)
+        }
+        (None, None) => return Err("give --file or --postgres-table".into()),
+    };
+    match found {
+        Some(Revoked::Now) => {
+            println!("revoked {key_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Revoked::Already) => {
+            println!("{key_id} was revoked already");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("error: no key {key_id} in the store");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+enum Revoked {
+    Now,
+    Already,
+}
+
+/// Marks `key_id` revoked in the records file: the file is rewritten through a temporary file in the same
+/// directory (same permissions, synced, then renamed over it), every other line unchanged.
+fn revoke_in_file(path: &std::path::Path, key_id: &str) -> Result<Option<Revoked>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut found = None;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut r: ApiKeyRecord =
+            serde_json::from_str(t).map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
+        if r.key_id != key_id {
+            out.push_str(line);
+            continue;
+        }
+        if found.is_some() {
+            return Err(format!("{}: key id {key_id} appears twice", path.display()));
+        }
+        if r.revoked {
+            found = Some(Revoked::Already);
+            out.push_str(line);
+        } else {
+            found = Some(Revoked::Now);
+            r.revoked = true;
+            out.push_str(&r.to_json_line());
+            out.push('\n');
+        }
+    }
+    if matches!(found, Some(Revoked::Now)) {
+        replace_file(path, out.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(found)
+}
+
+fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.msec-{}.tmp", std::process::id()));
+    let perms = std::fs::metadata(path)?.permissions();
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.set_permissions(perms)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[allow(clippy::print_stdout)]

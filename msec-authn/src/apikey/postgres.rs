@@ -160,6 +160,20 @@ impl PgApiKeyStore {
         )
     }
 
+    /// Up to `limit` records of every subject, oldest first (what `msec apikey list` shows).
+    pub async fn list(&self, limit: usize) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} ORDER BY created_at, key_id LIMIT $1",
+            self.inner.table
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .inner
+            .run(|c| async move { c.query(&sql, &[&limit]).await })
+            .await?;
+        rows.iter().map(record_from).collect()
+    }
+
     /// Creates the table (and index) if absent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let ddl = self.ddl();
