@@ -163,3 +163,97 @@ async fn postgres_down_then_back_loses_nothing() {
     common::assert_schema_valid(lines.join("\n").as_bytes());
     drop_table(&table).await;
 }
+
+/// The sink over TLS to the local server (Debian's snakeoil certificate for `localhost`, pinned as the only
+/// root): records arrive over an encrypted session; a CA that did not sign the server's certificate fails to
+/// open (never a plain connection). Skipped with a notice when the server offers no TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_are_verified() {
+    use msec_audit::sink::Sink as _;
+    use msec_core::postgres::PgTls;
+    let Some(cfg) = msec_test_support::services::postgres_config().await else {
+        return;
+    };
+    let (plain, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let show = async |what: &str| -> String { plain.query_one(&format!("SHOW {what}"), &[]).await.unwrap().get(0) };
+    let (ssl, cert_file) = (show("ssl").await, show("ssl_cert_file").await);
+    let cert_pem = match std::fs::read(&cert_file) {
+        Ok(pem) if ssl == "on" => pem,
+        _ => {
+            eprintln!("NOTICE: PostgreSQL offers no TLS (ssl={ssl}, cert {cert_file:?}); TLS test skipped");
+            return;
+        }
+    };
+    let unique = format!("{}_{}", std::process::id(), uuid_like());
+    let table = format!("msec_audit_tls_{unique}");
+    let app = format!("msec_audit_tls_{unique}");
+    let localhost = format!(
+        "{} application_name={app}",
+        cfg.replace("host=127.0.0.1", "host=localhost")
+    );
+
+    let other = msec_test_support::TestCa::new("other.test");
+    let mut wrong = PostgresSink::new(localhost.clone(), &table)
+        .unwrap()
+        .tls(PgTls::from_pem_roots(other.cert_pem().as_bytes()).unwrap());
+    let e = tokio::task::spawn_blocking(move || wrong.open().unwrap_err())
+        .await
+        .unwrap();
+    let mut chain = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        chain.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    assert!(chain.contains("invalid peer certificate: UnknownIssuer"), "{chain}");
+
+    let sink = PostgresSink::new(localhost, &table)
+        .unwrap()
+        .log_id(&app)
+        .tls(PgTls::from_pem_roots(&cert_pem).unwrap());
+    assert!(format!("{sink:?}").contains("tls: true"));
+    let log = AuditLog::builder()
+        .signer(
+            msec_audit::CheckpointSigner::from_pkcs8_pem(
+                msec_audit::CheckpointSigner::generate_pkcs8_pem()
+                    .unwrap()
+                    .expose_secret(),
+            )
+            .unwrap(),
+        )
+        .start(sink)
+        .unwrap();
+    for i in 0..3 {
+        log.emit(DataAccess::read("customer", i.to_string())).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let encrypted: Vec<bool> = plain
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(encrypted, [true], "the sink's one session is TLS");
+    log.shutdown().await.unwrap();
+    let lines = rows(&table, &app).await;
+    let events = lines.iter().filter(|l| l.contains("\"kind\":\"data_access\"")).count();
+    assert_eq!(
+        (events, lines.len()),
+        (3, 5),
+        "three events between the opening and closing checkpoints"
+    );
+    drop_table(&table).await;
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000
+}

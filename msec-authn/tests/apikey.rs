@@ -513,6 +513,84 @@ mod pg {
         assert_eq!((a.status, a.code()), (503, "credential_store_unavailable"));
     }
 
+    /// TLS to the local PostgreSQL (Debian's server offers TLS with its snakeoil certificate for `localhost`):
+    /// the store works over TLS pinned to that certificate, and refuses — 503, never a plain connection — a
+    /// certificate from another CA, a host name the certificate does not name, and `sslmode=require` against
+    /// the public roots. Skipped with a notice when the server has no TLS.
+    #[tokio::test]
+    async fn tls_is_verified_and_never_downgraded() {
+        use msec_core::postgres::{PgTls, connect};
+        let Some(cfg) = msec_test_support::services::postgres_config().await else {
+            return;
+        };
+        let (plain, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let show = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+            rows.into_iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let ssl = show(plain.simple_query("SHOW ssl").await.unwrap());
+        let cert_file = show(plain.simple_query("SHOW ssl_cert_file").await.unwrap());
+        let cert_pem = match std::fs::read(&cert_file) {
+            Ok(pem) if ssl == "on" => pem,
+            _ => {
+                eprintln!("NOTICE: PostgreSQL offers no TLS (ssl={ssl}, cert {cert_file:?}); TLS test skipped");
+                return;
+            }
+        };
+        // The server's own certificate as the only root; the host it names.
+        let pinned = PgTls::from_pem_roots(&cert_pem).unwrap();
+        let localhost = cfg.replace("host=127.0.0.1", "host=localhost");
+        let client = connect(&localhost.parse().unwrap(), Some(&pinned)).await.unwrap();
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "the session is encrypted");
+
+        let table = unique_table();
+        let store = PgApiKeyStore::new(&localhost, &table).unwrap().tls(pinned.clone());
+        assert!(format!("{store:?}").contains("tls: true"));
+        store.migrate().await.unwrap();
+        let hasher = KeyHasher::sha256();
+        let one = issue("sk_live", "bot", &hasher);
+        store.insert(one.record.clone()).await.unwrap();
+        assert_eq!(*store.get(one.key.key_id()).await.unwrap().unwrap(), one.record);
+
+        let refused = async |store: PgApiKeyStore| {
+            let e = store.get(one.key.key_id()).await.unwrap_err();
+            assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+            e.detail().to_owned()
+        };
+        // A CA that did not sign the server's certificate.
+        let other = msec_test_support::TestCa::new("other.test");
+        let wrong_ca = PgTls::from_pem_roots(other.cert_pem().as_bytes()).unwrap();
+        let d = refused(PgApiKeyStore::new(&localhost, &table).unwrap().tls(wrong_ca)).await;
+        assert!(d.contains("certificate"), "{d}");
+        // The right root, but an address the certificate does not name.
+        let d = refused(PgApiKeyStore::new(&cfg, &table).unwrap().tls(pinned.clone())).await;
+        assert!(d.contains("certificate"), "{d}");
+        // `sslmode=require` with no roots given: the public roots, which do not vouch for this server.
+        let d = refused(PgApiKeyStore::new(&format!("{localhost} sslmode=require"), &table).unwrap()).await;
+        assert!(d.contains("certificate"), "{d}");
+        // `sslmode=disable` in the string does not turn configured TLS off.
+        let disable = format!("{localhost} sslmode=disable");
+        let client = connect(&disable.parse().unwrap(), Some(&pinned)).await.unwrap();
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "configured TLS is used despite sslmode=disable");
+        let forced = PgApiKeyStore::new(&disable, &table).unwrap().tls(pinned);
+        assert!(forced.get(one.key.key_id()).await.unwrap().is_some());
+        assert!(PgTls::from_pem_roots(b"no pem here").is_err());
+        plain.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    }
+
     #[tokio::test]
     async fn store_down_is_503() {
         // A port nothing listens on.

@@ -44,6 +44,8 @@ pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod rejection;
 pub mod route;
 pub mod secret;

@@ -21,13 +21,17 @@
 //! taking longer than the timeout) the connection is dropped; the writer retries the batch with back-off and the
 //! sink reconnects. Meanwhile records wait in the log's queue, under its overflow policy — none is discarded.
 //!
+//! TLS follows [`msec_core::postgres`]: with [`tls`](PostgresSink::tls), or `sslmode=require` in the connection
+//! string, the connection is TLS with a verified certificate and host name (never downgraded to plain TCP).
+//!
 //! Several replicas can share a table: each writes its own log id. Give each replica a stable
 //! [`log_id`](PostgresSink::log_id) so that a restart continues its chain.
 
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tokio_postgres::{Client, NoTls};
+use msec_core::postgres::PgTls;
+use tokio_postgres::Client;
 
 use crate::chain::{ChainHead, Record, RecordKind};
 use crate::sink::{Sink, SinkError};
@@ -39,6 +43,7 @@ pub struct PostgresSink {
     table: String,
     log_id: Option<String>,
     timeout: Duration,
+    tls: Option<PgTls>,
     rt: Option<tokio::runtime::Runtime>,
     client: Option<Client>,
 }
@@ -49,6 +54,7 @@ impl fmt::Debug for PostgresSink {
         f.debug_struct("PostgresSink")
             .field("table", &self.table)
             .field("log_id", &self.log_id)
+            .field("tls", &self.tls.is_some())
             .field("connected", &self.client.is_some())
             .finish_non_exhaustive()
     }
@@ -86,6 +92,7 @@ impl PostgresSink {
             table: table.to_owned(),
             log_id: None,
             timeout: Duration::from_secs(10),
+            tls: None,
             rt: None,
             client: None,
         })
@@ -104,6 +111,24 @@ impl PostgresSink {
     #[must_use]
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Connects over TLS verified against `tls`'s roots (`sslmode=require` is forced: a server without TLS, or
+    /// with a certificate that does not verify, is a failed write the log retries, never a plain connection).
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use msec_audit::sink::postgres::PostgresSink;
+    /// use msec_core::postgres::PgTls;
+    /// let ca = std::fs::read("/etc/msec/db-ca.pem")?;
+    /// let sink = PostgresSink::new("host=db.internal user=audit dbname=audit", "audit_log")?
+    ///     .tls(PgTls::from_pem_roots(&ca)?);
+    /// # let _ = sink; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tls(mut self, tls: PgTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -127,17 +152,16 @@ impl PostgresSink {
         let config = self.config.clone();
         let timeout = self.timeout;
         let table = self.table.clone();
+        let tls = self.tls.clone();
         let rt = self.runtime()?;
         let client = rt.block_on(async move {
-            let (client, conn) = tokio::time::timeout(timeout, tokio_postgres::connect(&config, NoTls))
+            let config: tokio_postgres::Config = config
+                .parse()
+                .map_err(|e| SinkError::with_source("invalid PostgreSQL connection string", e))?;
+            let client = tokio::time::timeout(timeout, msec_core::postgres::connect(&config, tls.as_ref()))
                 .await
                 .map_err(|_| SinkError::new("timed out connecting to PostgreSQL"))?
                 .map_err(|e| SinkError::with_source("cannot connect to PostgreSQL", e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(target: "msec_audit", error = %e, "PostgreSQL connection closed");
-                }
-            });
             let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {table} (log_id text NOT NULL, seq bigint NOT NULL, \
                  time timestamptz NOT NULL, kind text NOT NULL, prev_hash bytea NOT NULL, hash bytea NOT NULL, \

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Row};
+use msec_core::postgres::PgTls;
+use tokio_postgres::{Client, Row};
 
 use super::ApiKeyError;
 use super::digest::{DigestAlg, KeyDigest};
@@ -16,6 +17,7 @@ struct Inner {
     config: tokio_postgres::Config,
     table: String,
     timeout: Duration,
+    tls: Option<PgTls>,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
@@ -24,7 +26,9 @@ struct Inner {
 ///
 /// The connection is made on first use and remade after it breaks; while the database is unreachable every
 /// lookup fails fast (within the timeout) as `credential_store_unavailable` (503), never 500. Clones share the
-/// connection. The connection is plain TCP (`NoTls`): keep the database on a private network or a local socket.
+/// connection. TLS follows [`msec_core::postgres`]: with [`tls`](Self::tls), or `sslmode=require` in the
+/// connection string, the connection is TLS with a verified certificate and host name (never downgraded);
+/// otherwise it is plain TCP, for a database on a private network or a local socket.
 ///
 /// ```no_run
 /// use msec_authn::apikey::{ApiKeyAuthenticator, KeyHasher, PgApiKeyStore};
@@ -45,6 +49,7 @@ impl fmt::Debug for PgApiKeyStore {
         f.debug_struct("PgApiKeyStore")
             .field("table", &self.inner.table)
             .field("timeout", &self.inner.timeout)
+            .field("tls", &self.inner.tls.is_some())
             .finish()
     }
 }
@@ -59,6 +64,21 @@ fn valid_ident(t: &str) -> bool {
     match t.split_once('.') {
         Some((schema, name)) => part(schema) && part(name),
         None => part(t),
+    }
+}
+
+/// An error with its sources (`error: cause: cause`): a TLS failure shows why the certificate was refused.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +135,7 @@ impl PgApiKeyStore {
                 config,
                 table: table.to_owned(),
                 timeout: Duration::from_secs(2),
+                tls: None,
                 client: tokio::sync::Mutex::new(None),
             }),
         })
@@ -124,11 +145,33 @@ impl PgApiKeyStore {
     /// `credential_store_unavailable`.
     #[must_use]
     pub fn timeout(self, t: Duration) -> Self {
+        self.rebuilt(t, self.inner.tls.clone())
+    }
+
+    /// Connects over TLS verified against `tls`'s roots (`sslmode=require` is forced: a server without TLS, or
+    /// with a certificate that does not verify, is `credential_store_unavailable`, never a plain connection).
+    ///
+    /// ```no_run
+    /// use msec_authn::apikey::PgApiKeyStore;
+    /// use msec_core::postgres::PgTls;
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/msec/db-ca.pem")?;
+    /// let store = PgApiKeyStore::new("host=db.internal user=app dbname=app", "msec_api_keys")?
+    ///     .tls(PgTls::from_pem_roots(&ca)?);
+    /// # let _ = store; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tls(self, tls: PgTls) -> Self {
+        self.rebuilt(self.inner.timeout, Some(tls))
+    }
+
+    fn rebuilt(&self, timeout: Duration, tls: Option<PgTls>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config: self.inner.config.clone(),
                 table: self.inner.table.clone(),
-                timeout: t,
+                timeout,
+                tls,
                 client: tokio::sync::Mutex::new(None),
             }),
         }
@@ -191,15 +234,13 @@ impl Inner {
             return Ok(Arc::clone(c));
         }
         *slot = None;
-        let (client, conn) = tokio::time::timeout(self.timeout, self.config.connect(NoTls))
-            .await
-            .map_err(|_| StoreError::unavailable("timed out connecting to PostgreSQL"))?
-            .map_err(|e| unavailable("cannot connect to PostgreSQL", &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "msec-authn: API key store connection closed");
-            }
-        });
+        let client = tokio::time::timeout(
+            self.timeout,
+            msec_core::postgres::connect(&self.config, self.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| StoreError::unavailable("timed out connecting to PostgreSQL"))?
+        .map_err(|e| unavailable("cannot connect to PostgreSQL", &ErrorChain(&e)))?;
         let client = Arc::new(client);
         *slot = Some(Arc::clone(&client));
         Ok(client)
