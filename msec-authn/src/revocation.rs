@@ -311,7 +311,7 @@ pub enum FailurePolicy {
 }
 
 #[cfg(feature = "redis")]
-pub use self::redis_impl::{RedisDenylist, RedisDenylistBuilder};
+pub use self::redis_impl::{MAX_LOCAL_CACHE_TTL, RedisDenylist, RedisDenylistBuilder};
 
 #[cfg(feature = "redis")]
 mod redis_impl {
@@ -329,6 +329,7 @@ mod redis_impl {
         timeout: Duration,
         policy: FailurePolicy,
         clock: SharedClock,
+        local_cache: Option<(Duration, usize)>,
     }
 
     impl fmt::Debug for RedisDenylistBuilder {
@@ -338,9 +339,13 @@ mod redis_impl {
                 .field("prefix", &self.prefix)
                 .field("timeout", &self.timeout)
                 .field("policy", &self.policy)
+                .field("local_cache", &self.local_cache)
                 .finish_non_exhaustive()
         }
     }
+
+    /// The longest [`RedisDenylistBuilder::local_cache`] lifetime accepted.
+    pub const MAX_LOCAL_CACHE_TTL: Duration = Duration::from_secs(300);
 
     impl RedisDenylistBuilder {
         /// The key prefix (default `msec:revoked`).
@@ -361,6 +366,31 @@ mod redis_impl {
             self
         }
 
+        /// Keeps each answer (revoked or not) for one token in this process for `ttl`, in a cache of at most
+        /// `capacity` tokens, so that a token used many times costs one Redis round trip per `ttl` instead of
+        /// one per request — and keeps being answered while Redis is briefly unreachable. Off by default.
+        ///
+        /// The price is staleness: **a revocation made by another replica takes up to `ttl` to reach this
+        /// one** (one made through this denylist clears its own cache at once). Pick `ttl` against how fast a
+        /// revocation must bite; it is refused above [`MAX_LOCAL_CACHE_TTL`] (5 minutes). Entries are keyed by a
+        /// SHA-256 of the token's issuer, id, subject and issue time, and expire on the injected
+        /// [`clock`](Self::clock).
+        ///
+        /// ```no_run
+        /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+        /// use std::time::Duration;
+        /// use msec_authn::revocation::RedisDenylist;
+        /// // A revocation reaches every replica within a second; a hot token costs one Redis call a second.
+        /// let denylist = RedisDenylist::builder("redis://127.0.0.1:6379")
+        ///     .local_cache(Duration::from_secs(1), 100_000)
+        ///     .build()?;
+        /// # let _ = denylist; Ok(()) }
+        /// ```
+        pub fn local_cache(mut self, ttl: Duration, capacity: usize) -> Self {
+            self.local_cache = Some((ttl, capacity));
+            self
+        }
+
         /// The clock used to compute entry TTLs (`exp - now`; default the system clock).
         pub fn clock(mut self, clock: impl Clock) -> Self {
             self.clock = Arc::new(clock);
@@ -372,6 +402,25 @@ mod redis_impl {
             if self.timeout.is_zero() {
                 return Err(ConfigError::InvalidSetting("redis timeout", "must not be zero"));
             }
+            let cache = match self.local_cache {
+                None => None,
+                Some((ttl, _)) if ttl.is_zero() || ttl > MAX_LOCAL_CACHE_TTL => {
+                    return Err(ConfigError::InvalidSetting(
+                        "revocation local_cache ttl",
+                        "must be above zero and at most 5 minutes",
+                    ));
+                }
+                Some((_, 0)) => {
+                    return Err(ConfigError::InvalidSetting(
+                        "revocation local_cache capacity",
+                        "must be at least 1",
+                    ));
+                }
+                Some((ttl, capacity)) => Some(LocalCache {
+                    ttl,
+                    answers: quick_cache::sync::Cache::new(capacity),
+                }),
+            };
             if tokio::runtime::Handle::try_current().is_err() {
                 return Err(ConfigError::InvalidSetting(
                     "redis denylist",
@@ -398,6 +447,7 @@ mod redis_impl {
                     timeout: self.timeout,
                     policy: self.policy,
                     clock: self.clock,
+                    cache,
                 }),
             })
         }
@@ -409,6 +459,38 @@ mod redis_impl {
         timeout: Duration,
         policy: FailurePolicy,
         clock: SharedClock,
+        cache: Option<LocalCache>,
+    }
+
+    /// Answers per token: (revoked, valid until this monotonic instant).
+    struct LocalCache {
+        ttl: Duration,
+        answers: quick_cache::sync::Cache<[u8; 32], (bool, Duration)>,
+    }
+
+    /// The cache key of `p`'s answer: everything `is_revoked` reads, length-prefixed.
+    fn answer_key(p: &Principal) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for field in [p.issuer.as_deref(), p.token_id.as_deref(), Some(p.subject.as_str())] {
+            match field {
+                Some(v) => {
+                    ctx.update(&[1]);
+                    ctx.update(&(v.len() as u64).to_be_bytes());
+                    ctx.update(v.as_bytes());
+                }
+                None => ctx.update(&[0]),
+            }
+        }
+        match issued_at(p) {
+            Some(iat) => {
+                ctx.update(&[1]);
+                ctx.update(&iat.to_be_bytes());
+            }
+            None => ctx.update(&[0]),
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
     }
 
     /// A denylist in Redis, shared by every replica. Keys are `<prefix>:jti:<hash>` and `<prefix>:sub:<hash>`
@@ -482,6 +564,7 @@ mod redis_impl {
                 timeout: Duration::from_millis(250),
                 policy: FailurePolicy::Closed,
                 clock: Arc::new(SystemClock),
+                local_cache: None,
             }
         }
 
@@ -509,7 +592,12 @@ mod redis_impl {
                     .arg(ms)
                     .query_async::<()>(&mut conn),
             )
-            .await
+            .await?;
+            // This replica sees its own revocations at once.
+            if let Some(cache) = &self.inner.cache {
+                cache.answers.clear();
+            }
+            Ok(())
         }
 
         /// Revokes the token `jti` of `issuer` (`None`: any issuer) until `expires_at` (a past time is a no-op).
@@ -591,10 +679,36 @@ mod redis_impl {
 
     impl PostVerify for RedisDenylist {
         fn check(&self, auth: &Authenticated, _head: &RequestHead<'_>) -> AuthnFuture<Result<(), AuthnError>> {
+            let cached = self.inner.cache.as_ref().map(|cache| {
+                let key = answer_key(&auth.principal);
+                let now = self.inner.clock.monotonic();
+                let hit = cache.answers.get(&key).filter(|&(_, until)| now < until);
+                (key, hit.map(|(revoked, _)| revoked))
+            });
+            let key = match cached {
+                Some((_, Some(is_revoked))) => {
+                    msec_core::metrics::increment("msec_authn_revocation_cache_total", [("result", "hit")]);
+                    return AuthnFuture::ready(if is_revoked {
+                        Err(revoked("on the Redis denylist (answer cached locally)"))
+                    } else {
+                        Ok(())
+                    });
+                }
+                Some((key, None)) => {
+                    msec_core::metrics::increment("msec_authn_revocation_cache_total", [("result", "miss")]);
+                    Some(key)
+                }
+                None => None,
+            };
             let this = self.clone();
             let principal = Arc::clone(&auth.principal);
             AuthnFuture::pending(async move {
-                match this.is_revoked(&principal).await {
+                let answer = this.is_revoked(&principal).await;
+                if let (Some(key), Ok(is_revoked), Some(cache)) = (key, &answer, &this.inner.cache) {
+                    let until = this.inner.clock.monotonic().saturating_add(cache.ttl);
+                    cache.answers.insert(key, (*is_revoked, until));
+                }
+                match answer {
                     Ok(false) => Ok(()),
                     Ok(true) => Err(revoked("on the Redis denylist")),
                     Err(e) => {

@@ -222,6 +222,65 @@ mod redis_backed {
         assert_revoked(&send(&url, &erin).await);
     }
 
+    /// `local_cache`: another replica's revocation is not seen until the cached answer's lifetime passes on the
+    /// injected clock (the documented staleness), this replica's own revocation bites at once, and the
+    /// settings are bounded.
+    #[tokio::test]
+    async fn local_cache_is_stale_for_at_most_its_ttl() {
+        let Some(redis_url) = msec_test_support::services::redis_url().await else {
+            return;
+        };
+        let key = TestKey::es256();
+        let clock = ManualClock::starting_now();
+        let p = prefix();
+        let cached = RedisDenylist::builder(&redis_url)
+            .prefix(p.clone())
+            .clock(clock.clone())
+            .local_cache(Duration::from_secs(2), 100)
+            .build()
+            .unwrap();
+        assert!(format!("{cached:?}").contains("RedisDenylist"));
+        let replica = RedisDenylist::builder(&redis_url).prefix(p).build().unwrap();
+        let url = serve(&key, cached.clone()).await;
+        let later = SystemTime::now() + Duration::from_secs(600);
+
+        let t1 = token(&key, "gina", "jti-c1");
+        assert_eq!(send(&url, &t1).await.status, 200);
+        replica.revoke_token(Some(ISS), "jti-c1", later).await.unwrap();
+        assert_eq!(
+            send(&url, &t1).await.status,
+            200,
+            "the cached answer stands until its ttl"
+        );
+        clock.advance(Duration::from_millis(1900));
+        assert_eq!(send(&url, &t1).await.status, 200);
+        clock.advance(Duration::from_millis(200));
+        assert_revoked(&send(&url, &t1).await);
+        // The revoked answer is cached too, and stays revoked.
+        assert_revoked(&send(&url, &t1).await);
+
+        let t2 = token(&key, "gina", "jti-c2");
+        assert_eq!(send(&url, &t2).await.status, 200);
+        cached.revoke_token(Some(ISS), "jti-c2", later).await.unwrap();
+        assert_revoked(&send(&url, &t2).await);
+        // Another token of the same subject is a different entry.
+        assert_eq!(send(&url, &token(&key, "gina", "jti-c3")).await.status, 200);
+
+        for (ttl, cap) in [
+            (Duration::ZERO, 10),
+            (Duration::from_secs(301), 10),
+            (Duration::from_secs(1), 0),
+        ] {
+            assert!(
+                RedisDenylist::builder(&redis_url)
+                    .local_cache(ttl, cap)
+                    .build()
+                    .is_err(),
+                "{ttl:?} {cap}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn redis_entry_ttl_is_what_is_left_of_the_token() {
         let Some(redis_url) = msec_test_support::services::redis_url().await else {
