@@ -14,7 +14,8 @@
 //! - **Failures**: endpoint down, timeout, a non-200 answer (including 401/403: the endpoint refused *our* client
 //!   credentials, which says nothing about the caller's token), or a body that is not an RFC 7662 response →
 //!   503 `introspection_unavailable` with `Retry-After`, never cached. `active: false` → 401 `token_inactive`
-//!   (`error="invalid_token"`).
+//!   (`error="invalid_token"`). Opt-in, [`serve_stale_on_outage`](IntrospectionBuilder::serve_stale_on_outage)
+//!   bridges an outage with a token's last active answer for a bounded time (never past its `exp`).
 //!
 //! The response becomes a [`Principal`]: `sub` (or `client_id` when there is no `sub`) as the subject, `iss`,
 //! `scope` (space-separated, or a JSON array), `client_id`, `jti`, `exp`, every member as a claim, and
@@ -145,12 +146,16 @@ pub struct IntrospectionBuilder {
     cache_capacity: usize,
     max_ttl: Duration,
     negative_ttl: Duration,
+    stale_on_outage: Duration,
     leeway: Duration,
     tokens: TokenSelection,
     sources: Vec<TokenSource>,
     clock: SharedClock,
     max_token_bytes: usize,
 }
+
+/// The longest [`IntrospectionBuilder::serve_stale_on_outage`] accepts.
+pub const MAX_STALE_ON_OUTAGE: Duration = Duration::from_secs(3600);
 
 impl fmt::Debug for IntrospectionBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -163,6 +168,7 @@ impl fmt::Debug for IntrospectionBuilder {
             .field("cache_capacity", &self.cache_capacity)
             .field("max_ttl", &self.max_ttl)
             .field("negative_ttl", &self.negative_ttl)
+            .field("stale_on_outage", &self.stale_on_outage)
             .field("tokens", &self.tokens)
             .finish_non_exhaustive()
     }
@@ -229,6 +235,33 @@ impl IntrospectionBuilder {
         self
     }
 
+    /// While the endpoint is failing (down, timing out, a non-200 or unreadable answer), keeps accepting a
+    /// token whose *active* answer expired from the cache at most `max_stale` ago — never past the token's
+    /// `exp` — instead of answering 503. Off (zero) by default; at most [`MAX_STALE_ON_OUTAGE`] (1 hour).
+    ///
+    /// This is RFC 5861's `stale-if-error` for introspection: an outage of the authorization server no longer
+    /// locks out users who were already working, at a price: **a token revoked at the authorization server
+    /// stays usable for up to `max_ttl + max_stale` while the endpoint is down**. Tokens never seen (or seen
+    /// inactive) still get 503. Each stale answer is logged at `warn` and counted in
+    /// `msec_authn_introspection_calls_total{result="stale"}`. Needs positive caching (`max_ttl` above zero).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use msec_authn::introspection::IntrospectionAuthenticator;
+    ///
+    /// let opaque = IntrospectionAuthenticator::builder("https://as.example.com/oauth2/introspect")
+    ///     .client_secret_basic("orders-api", "s3cr3t-from-the-vault")
+    ///     .max_ttl(Duration::from_secs(60))
+    ///     .serve_stale_on_outage(Duration::from_secs(300))
+    ///     .build()?;
+    /// # let _ = opaque;
+    /// # Ok::<(), msec_authn::ConfigError>(())
+    /// ```
+    pub fn serve_stale_on_outage(mut self, max_stale: Duration) -> Self {
+        self.stale_on_outage = max_stale;
+        self
+    }
+
     /// Clock skew tolerated when checking `exp` / `nbf` of the response (default 30 s).
     pub fn leeway(mut self, d: Duration) -> Self {
         self.leeway = d;
@@ -278,6 +311,12 @@ impl IntrospectionBuilder {
         if self.max_token_bytes == 0 {
             return Err(ConfigError::InvalidSetting("max_token_bytes", "must be at least 1"));
         }
+        if self.stale_on_outage > MAX_STALE_ON_OUTAGE {
+            return Err(ConfigError::InvalidSetting(
+                "serve_stale_on_outage",
+                "must be at most 1 hour",
+            ));
+        }
         if self.sources.is_empty() {
             return Err(ConfigError::InvalidSource("no token source".into()));
         }
@@ -313,6 +352,7 @@ impl IntrospectionBuilder {
                 inflight: Mutex::new(HashMap::new()),
                 max_ttl: self.max_ttl,
                 negative_ttl: self.negative_ttl,
+                stale_on_outage: self.stale_on_outage,
                 leeway: self.leeway,
                 tokens: self.tokens,
                 sources: self.sources,
@@ -338,6 +378,9 @@ enum Cached {
         principal: Arc<Principal>,
         /// Monotonic deadline: min(max TTL, `exp` - now) from the time of the answer, so one clock read per hit.
         until: Duration,
+        /// Monotonic deadline for serving it while the endpoint fails: min(max TTL + max stale, `exp` - now);
+        /// equal to `until` when stale answers are off.
+        stale_until: Duration,
     },
     Refused {
         kind: AuthnErrorKind,
@@ -358,6 +401,7 @@ struct Inner {
     inflight: Mutex<HashMap<Digest, Arc<OnceCell<Outcome>>>>,
     max_ttl: Duration,
     negative_ttl: Duration,
+    stale_on_outage: Duration,
     leeway: Duration,
     tokens: TokenSelection,
     sources: Vec<TokenSource>,
@@ -397,6 +441,7 @@ impl IntrospectionAuthenticator {
             cache_capacity: 10_000,
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
+            stale_on_outage: Duration::ZERO,
             leeway: Duration::from_secs(30),
             tokens: TokenSelection::Opaque,
             sources: vec![TokenSource::bearer()],
@@ -581,12 +626,20 @@ impl Inner {
         let entry = self.cache.get(d)?;
         let mono = self.clock.monotonic();
         match entry {
-            Cached::Active { principal, until } => {
+            Cached::Active {
+                principal,
+                until,
+                stale_until,
+            } => {
                 if mono < until {
                     return Some(Ok(Authenticated {
                         principal,
                         cached: true,
                     }));
+                }
+                if mono < stale_until {
+                    // Kept for an outage; a fresh answer is needed now.
+                    return None;
                 }
             }
             Cached::Refused { kind, until } => {
@@ -624,6 +677,28 @@ impl Inner {
         outcome.map(Authenticated::new)
     }
 
+    /// The active answer kept for `d` past its freshness, if the endpoint's failure may be bridged with it.
+    fn stale(&self, d: &Digest, failure: &str) -> Option<Arc<Principal>> {
+        if self.stale_on_outage.is_zero() {
+            return None;
+        }
+        match self.cache.get(d)? {
+            Cached::Active {
+                principal, stale_until, ..
+            } if self.clock.monotonic() < stale_until => {
+                metrics::counter!("msec_authn_introspection_calls_total", "result" => "stale").increment(1);
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    error = %failure,
+                    subject = %principal.subject,
+                    "msec-authn: introspection failed; serving the last active answer (serve_stale_on_outage)"
+                );
+                Some(principal)
+            }
+            _ => None,
+        }
+    }
+
     async fn call_and_cache(&self, d: Digest, token: &str) -> Outcome {
         let body = match self.call(token).await {
             Ok(body) => body,
@@ -631,6 +706,9 @@ impl Inner {
                 metrics::counter!("msec_authn_introspection_calls_total", "result" => e.metric()).increment(1);
                 let detail = e.detail();
                 tracing::warn!(endpoint = %self.endpoint, error = %detail, "msec-authn: introspection failed");
+                if let Some(p) = self.stale(&d, &detail) {
+                    return Ok(p);
+                }
                 return Err(AuthnError::new(AuthnErrorKind::IntrospectionUnavailable, detail));
             }
         };
@@ -639,16 +717,17 @@ impl Inner {
         match self.evaluate(body, now) {
             Ok((principal, exp)) => {
                 metrics::counter!("msec_authn_introspection_calls_total", "result" => "active").increment(1);
-                let ttl = match exp {
-                    Some(e) => self.max_ttl.min(e.duration_since(now).unwrap_or_default()),
-                    None => self.max_ttl,
-                };
+                let left = exp.map(|e| e.duration_since(now).unwrap_or_default());
+                let bound = |d: Duration| left.map_or(d, |l| d.min(l));
+                let ttl = bound(self.max_ttl);
                 if !ttl.is_zero() {
+                    let stale = bound(self.max_ttl.saturating_add(self.stale_on_outage));
                     self.cache.insert(
                         d,
                         Cached::Active {
                             principal: Arc::clone(&principal),
                             until: mono.saturating_add(ttl),
+                            stale_until: mono.saturating_add(stale),
                         },
                     );
                 }
@@ -657,7 +736,10 @@ impl Inner {
             Err(e) if e.kind() == AuthnErrorKind::IntrospectionUnavailable => {
                 metrics::counter!("msec_authn_introspection_calls_total", "result" => "invalid").increment(1);
                 tracing::warn!(endpoint = %self.endpoint, error = %e.detail(), "msec-authn: introspection failed");
-                Err(e)
+                match self.stale(&d, e.detail()) {
+                    Some(p) => Ok(p),
+                    None => Err(e),
+                }
             }
             Err(e) => {
                 let result = if e.kind() == AuthnErrorKind::TokenInactive {

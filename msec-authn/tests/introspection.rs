@@ -504,6 +504,69 @@ async fn server_errors_are_503_and_not_cached_but_cached_answers_survive_them() 
     assert_eq!(send(&url, Some("other")).await.status, 200);
 }
 
+/// `serve_stale_on_outage`: while the endpoint fails, a token whose active answer left the cache is still
+/// accepted for the stale window — asked each time, never past its `exp`, never for a token not seen active —
+/// and without the option the same moment is a 503.
+#[tokio::test]
+async fn stale_answers_bridge_an_outage_within_their_bounds() {
+    let idp = As::start(Expect::Basic).await;
+    idp.set("worker", active("grace", T0 + 600));
+    idp.set("short", active("hal", T0 + 80));
+    let clock = clock();
+    let b = || idp.builder().clock(clock.clone()).max_ttl(Duration::from_secs(60));
+    let authn = b().serve_stale_on_outage(Duration::from_secs(120)).build().unwrap();
+    let strict = b().build().unwrap();
+    let url = serve(AuthnLayer::new(authn)).await;
+    let strict_url = serve(AuthnLayer::new(strict)).await;
+    for u in [&url, &strict_url] {
+        assert_eq!(send(u, Some("worker")).await.status, 200);
+    }
+    assert_eq!(send(&url, Some("short")).await.status, 200);
+    assert_eq!(idp.calls(), 3);
+
+    idp.state.status.store(500, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(61)); // past max_ttl: answers are stale
+    let r = send(&url, Some("worker")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["subject"], "grace");
+    assert_eq!(idp.calls(), 4, "the endpoint is still asked first");
+    let r = send(&strict_url, Some("worker")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "introspection_unavailable"),
+        "off by default"
+    );
+    assert_eq!(send(&url, Some("short")).await.status, 200);
+    let r = send(&url, Some("never-seen")).await;
+    assert_eq!((r.status, r.code()), (503, "introspection_unavailable"));
+
+    clock.advance(Duration::from_secs(20)); // T0 + 81: past `short`'s exp, inside the stale window
+    let r = send(&url, Some("short")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "introspection_unavailable"),
+        "never past exp"
+    );
+    assert_eq!(send(&url, Some("worker")).await.status, 200);
+    clock.advance(Duration::from_secs(100)); // T0 + 181: past max_ttl + 120 s
+    let r = send(&url, Some("worker")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "introspection_unavailable"),
+        "the window is bounded"
+    );
+
+    // Recovered: a fresh answer.
+    idp.state.status.store(0, Ordering::SeqCst);
+    assert_eq!(send(&url, Some("worker")).await.status, 200);
+    assert!(
+        idp.builder()
+            .serve_stale_on_outage(Duration::from_secs(3601))
+            .build()
+            .is_err()
+    );
+}
+
 /// Our client secret is wrong: the AS answers 401 invalid_client. The caller gets 503 (see the file docs).
 #[tokio::test]
 async fn wrong_client_secret_is_503() {
