@@ -32,7 +32,7 @@
 //! | `MSEC_API_KEYS` | file of API key records, one JSON object per line as `msec apikey new` prints them (re-read when it changes); API keys (`x-api-key`, or `Authorization: Bearer` with prefix `MSEC_API_KEY_PREFIXES`) are then accepted alongside JWTs | off |
 //! | `MSEC_API_KEY_PREFIXES` | comma-separated key prefixes accepted | `sk_live` |
 //! | `MSEC_API_KEY_PEPPER` | the pepper file the records were made with (`msec apikey new --pepper-file`) | none (SHA-256 records) |
-//! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
+//! | `RUST_LOG` | log filter (logs go to stderr); `info,msec=debug` adds each layer's span (`msec.authn`, `msec.authz`, ...) and decision events | `info` |
 //!
 //! # Routes
 //!

@@ -655,6 +655,21 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.audit");
+        let mut fut = {
+            let _entered = span.enter();
+            self.begin(req)
+        };
+        fut.span = span;
+        fut
+    }
+}
+
+impl<S> Audit<S> {
+    fn begin<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
         let config = &self.config;
         let log = &config.log;
         let (mut parts, body) = req.into_parts();
@@ -744,6 +759,7 @@ where
                 future: self.inner.call(req),
                 finisher: Finisher(Some(Box::new(inflight))),
             },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -753,6 +769,7 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         kind: Kind<F, B>,
+        span: tracing::Span,
     }
 }
 
@@ -770,6 +787,7 @@ impl<F, B> ResponseFuture<F, B> {
             kind: Kind::Ready {
                 response: Some(response),
             },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -788,7 +806,9 @@ where
     type Output = Result<Response<ResponseBody<AuditBody<B>>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.kind.project() {
             KindProj::Ready { response } => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
                 // Polled after completion: answer an empty 500 rather than panic on a request path.
                 let mut r = Response::new(ResponseBody::empty());

@@ -311,6 +311,7 @@ pin_project! {
     pub struct ResponseFuture<F, S, ReqBody, ResBody> {
         #[pin]
         state: State<F, S, ReqBody, ResBody>,
+        span: tracing::Span,
     }
 }
 
@@ -348,6 +349,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { fut } => {
@@ -428,6 +430,23 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.authn");
+        let mut fut = {
+            let _entered = span.enter();
+            self.decide(req)
+        };
+        fut.span = span;
+        fut
+    }
+}
+
+impl<S> Authn<S> {
+    fn decide<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future, S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Send + 'static,
+    {
         let shared = &*self.shared;
         let mode = shared.mode_for(&req);
         if mode == AuthnMode::Skip {
@@ -469,6 +488,7 @@ impl<S> Authn<S> {
     ) -> ResponseFuture<F, S, ReqBody, ResBody> {
         ResponseFuture {
             state: State::Ready { resp: Some(resp) },
+            span: tracing::Span::none(),
         }
     }
 
@@ -480,6 +500,7 @@ impl<S> Authn<S> {
             state: State::Inner {
                 fut: self.inner.call(req),
             },
+            span: tracing::Span::none(),
         }
     }
 
@@ -502,6 +523,7 @@ impl<S> Authn<S> {
                 auth: Box::pin(slow_path(Arc::clone(&self.shared), req, resume)),
                 inner: Some(ready),
             },
+            span: tracing::Span::none(),
         }
     }
 }

@@ -486,6 +486,25 @@ fn count(layer: &'static str, outcome: Outcome, code: ReasonCode) {
         "msec_decisions_total",
         [("layer", layer), ("outcome", outcome.as_str()), ("code", code.as_str())],
     );
+    trace(layer, outcome, code);
+}
+
+/// The decision as a `DEBUG` event (target `msec::decision`), and as the `outcome` / `code` fields of the
+/// current span (the deciding layer's span, see [`crate::trace`]). Nothing is done unless `DEBUG` is enabled.
+fn trace(layer: &'static str, outcome: Outcome, code: ReasonCode) {
+    if !tracing::enabled!(target: "msec::decision", tracing::Level::DEBUG) {
+        return;
+    }
+    tracing::debug!(
+        target: "msec::decision",
+        layer,
+        outcome = outcome.as_str(),
+        code = code.as_str(),
+        "msec decision"
+    );
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.as_str());
+    span.record("code", code.as_str());
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ pin_project! {
     #[project = ResponseFutureProj]
     #[allow(missing_docs)]
     pub enum ResponseFuture<F, B> {
-        /// Waiting for the inner service.
+        /// Waiting for the inner service, inside the layer's tracing span.
         Inner {
             #[pin]
             future: F,
+            span: tracing::Span,
         },
         /// Answered without calling the inner service.
         Ready {
@@ -32,7 +33,16 @@ pin_project! {
 impl<F, B> ResponseFuture<F, B> {
     /// Wraps the inner service's future.
     pub fn inner(future: F) -> Self {
-        Self::Inner { future }
+        Self::Inner {
+            future,
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// Wraps the inner service's future, polled inside `span` (the layer's span: inner layers' spans nest in
+    /// it).
+    pub fn inner_in(future: F, span: tracing::Span) -> Self {
+        Self::Inner { future, span }
     }
 
     /// A response that is ready now.
@@ -51,7 +61,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ResponseFutureProj::Inner { future } => match future.poll(cx) {
+            ResponseFutureProj::Inner { future, span } => match span.in_scope(|| future.poll(cx)) {
                 Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp.map(ResponseBody::new))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,

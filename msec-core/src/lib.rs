@@ -51,6 +51,7 @@ pub mod route;
 pub mod secret;
 pub mod spiffe;
 pub mod text;
+pub mod trace;
 
 #[cfg(feature = "axum")]
 pub mod axum;

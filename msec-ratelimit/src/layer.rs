@@ -113,6 +113,7 @@ pin_project! {
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
+        span: tracing::Span,
     }
 }
 
@@ -138,6 +139,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     fn ready(resp: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Ready { resp: Some(resp) },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -149,7 +151,9 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.kind.project() {
             KindProj::Inner { fut, headers, penalty } => {
                 let mut resp = match fut.poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -271,6 +275,7 @@ impl<S> RateLimit<S> {
                 headers,
                 penalty,
             },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -289,7 +294,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        self.call_local(req)
+        let span = msec_core::layer_span!("msec.ratelimit");
+        let mut fut = {
+            let _entered = span.enter();
+            self.call_local(req)
+        };
+        fut.span = span;
+        fut
     }
 }
 
@@ -311,6 +322,26 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.ratelimit");
+        let mut fut = {
+            let _entered = span.enter();
+            self.decide(req)
+        };
+        fut.span = span;
+        fut
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<S> RateLimit<S> {
+    fn decide<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Send + 'static,
+    {
         match &self.limiter.inner.backend {
             Backend::Local => self.call_local(req),
             Backend::Redis(redis) => {
@@ -324,6 +355,7 @@ where
                         kind: Kind::Boxed {
                             fut: Box::pin(ask.run(svc)),
                         },
+                        span: tracing::Span::none(),
                     },
                 }
             }

@@ -176,6 +176,8 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.peer");
+        let _entered = span.enter();
         let facts = RequestFacts::from_request(&req);
         let peer = facts.peer;
         let (outcome, code, rejection) = match &self.check {
@@ -199,7 +201,7 @@ where
         };
         context::record_with(req.extensions(), "tls", outcome, code, |d| peer_detail(d, peer));
         match rejection {
-            None => ResponseFuture::inner(self.inner.call(req)),
+            None => ResponseFuture::inner_in(self.inner.call(req), span.clone()),
             Some(r) => ResponseFuture::ready(r.into_response(req.headers())),
         }
     }

@@ -464,6 +464,8 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.firewall");
+        let _entered = span.enter();
         match self.layer.inspect(&req) {
             Ok(()) => {
                 context::record_with(
@@ -473,7 +475,7 @@ where
                     codes::REQUEST_CLEAN,
                     |_| {},
                 );
-                ResponseFuture::inner(self.inner.call(req))
+                ResponseFuture::inner_in(self.inner.call(req), span.clone())
             }
             Err(violation) => {
                 let code = violation.rule.code();

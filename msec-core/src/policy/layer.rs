@@ -129,13 +129,15 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = crate::layer_span!("msec.authz");
+        let _entered = span.enter();
         let eval = self.policy.evaluate(&RequestFacts::from_request(&req));
         if let (Some(ctx), Some(route)) = (SecurityContext::get(req.extensions()), &eval.route) {
             ctx.set_route(route.clone());
         }
         record(req.extensions(), &eval);
         match eval.rejection() {
-            None => ResponseFuture::inner(self.inner.call(req)),
+            None => ResponseFuture::inner_in(self.inner.call(req), span.clone()),
             Some(mut rejection) => {
                 if let Some(realm) = &self.realm {
                     rejection = rejection.with_realm(Cow::Owned(realm.to_string()));

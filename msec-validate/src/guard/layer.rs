@@ -182,6 +182,22 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = msec_core::layer_span!("msec.json_guard");
+        let mut fut = {
+            let _entered = span.enter();
+            self.decide(req)
+        };
+        fut.span = span;
+        fut
+    }
+}
+
+impl<S> JsonGuard<S> {
+    fn decide<ReqBody, ResBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<GuardedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+        ReqBody: Body,
+    {
         let cfg = &*self.config;
         let mut route: Option<Arc<str>> = None;
         let schema = match &cfg.schemas {
@@ -224,6 +240,7 @@ where
                 schema,
                 route,
             },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -236,6 +253,7 @@ where
         state: State::Calling {
             future: inner.call(req.map(GuardedBody::passthrough)),
         },
+        span: tracing::Span::none(),
     }
 }
 
@@ -247,6 +265,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody, ResBody>,
+        span: tracing::Span,
     }
 }
 
@@ -259,6 +278,7 @@ where
             state: State::Ready {
                 response: Some(response),
             },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -306,6 +326,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Reading {
