@@ -6,7 +6,12 @@
 //! - `denylist_check`: a bare `HashMap<String, _>` lookup beside `MemoryDenylist` as a `PostVerify` hook (read
 //!   lock, `jti` and subject lookups) for a token that is not revoked, with 10 000 entries in the list.
 //!
-//! Run: `cargo bench -p msec-authn --bench introspection -- --warm-up-time 1 --measurement-time 3`
+//! - `redis_denylist` (feature `redis`, Redis on 127.0.0.1:6379; skipped with a notice when absent): the raw
+//!   primitive, one `MGET` of the four keys a check reads, beside `RedisDenylist` as a `PostVerify` hook (key
+//!   hashing and the same `MGET`), and beside it again with `local_cache` (a hit: hashing and a quick_cache
+//!   lookup, no round trip).
+//!
+//! Run: `cargo bench -p msec-authn --all-features --bench introspection -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -119,5 +124,66 @@ fn denylist(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cached_hit, denylist);
+#[cfg(feature = "redis")]
+fn redis_denylist(c: &mut Criterion) {
+    use msec_authn::revocation::RedisDenylist;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = "redis://127.0.0.1:6379";
+    let raw = rt.block_on(async {
+        let client = redis::Client::open(url).ok()?;
+        tokio::time::timeout(Duration::from_secs(1), client.get_connection_manager())
+            .await
+            .ok()?
+            .ok()
+    });
+    let Some(raw) = raw else {
+        eprintln!("NOTICE: Redis is not reachable at {url}; the redis_denylist group is skipped");
+        return;
+    };
+    let prefix = format!("msec-bench:{}", std::process::id());
+    let (plain, cached) = rt.block_on(async {
+        let plain = RedisDenylist::builder(url).prefix(prefix.clone()).build().unwrap();
+        let cached = RedisDenylist::builder(url)
+            .prefix(prefix.clone())
+            .local_cache(Duration::from_secs(300), 10_000)
+            .build()
+            .unwrap();
+        (plain, cached)
+    });
+    let principal = Principal::builder("alice")
+        .issuer("https://id")
+        .token_id("a-live-token-id")
+        .build();
+    let auth = Authenticated::new(Arc::new(principal));
+    let req = http::Request::get("/").body(()).unwrap();
+    let head = RequestHead::from_request(&req);
+    let keys: Vec<String> = (0..4).map(|i| format!("{prefix}:k{i}")).collect();
+    rt.block_on(async {
+        assert!(plain.check(&auth, &head).await.is_ok());
+        assert!(cached.check(&auth, &head).await.is_ok());
+    });
+
+    let mut g = c.benchmark_group("redis_denylist");
+    g.bench_function("raw: MGET of 4 keys (one round trip)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut conn = raw.clone();
+                let v: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.unwrap();
+                v
+            })
+        });
+    });
+    g.bench_function("msec: RedisDenylist as PostVerify (not revoked)", |b| {
+        b.iter(|| rt.block_on(plain.check(black_box(&auth), &head)).is_ok());
+    });
+    g.bench_function("msec: RedisDenylist with local_cache (hit)", |b| {
+        b.iter(|| cached.check(black_box(&auth), &head).into_ready().unwrap().is_ok());
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_denylist(_: &mut Criterion) {}
+
+criterion_group!(benches, cached_hit, denylist, redis_denylist);
 criterion_main!(benches);
