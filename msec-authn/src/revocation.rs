@@ -419,6 +419,7 @@ mod redis_impl {
                 Some((ttl, capacity)) => Some(LocalCache {
                     ttl,
                     answers: quick_cache::sync::Cache::new(capacity),
+                    generation: std::sync::atomic::AtomicU64::new(0),
                 }),
             };
             if tokio::runtime::Handle::try_current().is_err() {
@@ -466,6 +467,8 @@ mod redis_impl {
     struct LocalCache {
         ttl: Duration,
         answers: quick_cache::sync::Cache<[u8; 32], (bool, Duration)>,
+        /// Bumped by every local revocation: an answer fetched before one is not cached after it.
+        generation: std::sync::atomic::AtomicU64,
     }
 
     /// The cache key of `p`'s answer: everything `is_revoked` reads, length-prefixed.
@@ -595,6 +598,7 @@ mod redis_impl {
             .await?;
             // This replica sees its own revocations at once.
             if let Some(cache) = &self.inner.cache {
+                cache.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 cache.answers.clear();
             }
             Ok(())
@@ -696,7 +700,12 @@ mod redis_impl {
                 }
                 Some((key, None)) => {
                     msec_core::metrics::increment("msec_authn_revocation_cache_total", [("result", "miss")]);
-                    Some(key)
+                    let generation = self
+                        .inner
+                        .cache
+                        .as_ref()
+                        .map_or(0, |c| c.generation.load(std::sync::atomic::Ordering::SeqCst));
+                    Some((key, generation))
                 }
                 None => None,
             };
@@ -704,9 +713,13 @@ mod redis_impl {
             let principal = Arc::clone(&auth.principal);
             AuthnFuture::pending(async move {
                 let answer = this.is_revoked(&principal).await;
-                if let (Some(key), Ok(is_revoked), Some(cache)) = (key, &answer, &this.inner.cache) {
+                if let (Some((key, generation)), Ok(is_revoked), Some(cache)) = (key, &answer, &this.inner.cache) {
                     let until = this.inner.clock.monotonic().saturating_add(cache.ttl);
                     cache.answers.insert(key, (*is_revoked, until));
+                    // A local revocation landed while Redis was answering: the answer may predate it.
+                    if cache.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                        cache.answers.remove(&key);
+                    }
                 }
                 match answer {
                     Ok(false) => Ok(()),
