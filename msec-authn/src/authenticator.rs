@@ -55,6 +55,10 @@ pub struct Authenticated {
     pub principal: Arc<Principal>,
     /// True when the result came from a cache of earlier verifications.
     pub cached: bool,
+    /// True when the result is an answer kept past its freshness because the authority that gives fresh ones
+    /// could not be reached (introspection's `serve_stale_on_outage`). The audit record's authn decision says
+    /// `"stale":"true"`.
+    pub stale: bool,
 }
 
 impl Authenticated {
@@ -63,6 +67,16 @@ impl Authenticated {
         Self {
             principal,
             cached: false,
+            stale: false,
+        }
+    }
+
+    /// `principal` from an answer kept past its freshness (see [`stale`](Self::stale)).
+    pub fn stale(principal: Arc<Principal>) -> Self {
+        Self {
+            principal,
+            cached: true,
+            stale: true,
         }
     }
 }

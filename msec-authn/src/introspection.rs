@@ -388,7 +388,7 @@ enum Cached {
     },
 }
 
-type Outcome = Result<Arc<Principal>, AuthnError>;
+type Outcome = Result<Authenticated, AuthnError>;
 
 struct Inner {
     endpoint: Url,
@@ -635,6 +635,7 @@ impl Inner {
                     return Some(Ok(Authenticated {
                         principal,
                         cached: true,
+                        stale: false,
                     }));
                 }
                 if mono < stale_until {
@@ -667,18 +668,18 @@ impl Inner {
             .get_or_init(|| async {
                 // A flight that finished just before this one started may have filled the cache.
                 if let Some(hit) = self.cached(&d) {
-                    return hit.map(|a| a.principal);
+                    return hit;
                 }
                 self.call_and_cache(d, &token).await
             })
             .await
             .clone();
         drop(guard);
-        outcome.map(Authenticated::new)
+        outcome
     }
 
     /// The active answer kept for `d` past its freshness, if the endpoint's failure may be bridged with it.
-    fn stale(&self, d: &Digest, failure: &str) -> Option<Arc<Principal>> {
+    fn stale(&self, d: &Digest, failure: &str) -> Option<Authenticated> {
         if self.stale_on_outage.is_zero() {
             return None;
         }
@@ -693,7 +694,7 @@ impl Inner {
                     subject = %principal.subject,
                     "msec-authn: introspection failed; serving the last active answer (serve_stale_on_outage)"
                 );
-                Some(principal)
+                Some(Authenticated::stale(principal))
             }
             _ => None,
         }
@@ -731,7 +732,7 @@ impl Inner {
                         },
                     );
                 }
-                Ok(principal)
+                Ok(Authenticated::new(principal))
             }
             Err(e) if e.kind() == AuthnErrorKind::IntrospectionUnavailable => {
                 metrics::counter!("msec_authn_introspection_calls_total", "result" => "invalid").increment(1);

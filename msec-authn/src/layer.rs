@@ -266,6 +266,9 @@ fn details(d: &mut Decision, auth: &Authenticated) {
     if auth.cached {
         d.detail("cached", "true");
     }
+    if auth.stale {
+        d.detail("stale", "true");
+    }
 }
 
 impl Shared {

@@ -516,7 +516,7 @@ async fn stale_answers_bridge_an_outage_within_their_bounds() {
     let b = || idp.builder().clock(clock.clone()).max_ttl(Duration::from_secs(60));
     let authn = b().serve_stale_on_outage(Duration::from_secs(120)).build().unwrap();
     let strict = b().build().unwrap();
-    let url = serve(AuthnLayer::new(authn)).await;
+    let url = serve(AuthnLayer::new(authn.clone())).await;
     let strict_url = serve(AuthnLayer::new(strict)).await;
     for u in [&url, &strict_url] {
         assert_eq!(send(u, Some("worker")).await.status, 200);
@@ -537,6 +537,24 @@ async fn stale_answers_bridge_an_outage_within_their_bounds() {
         "off by default"
     );
     assert_eq!(send(&url, Some("short")).await.status, 200);
+    // The answer says it is stale, and so does the authn decision the audit record gets.
+    let a = authn.introspect("worker").await.unwrap();
+    assert!(a.stale && a.cached);
+    let ctx = msec_core::context::SecurityContext::new();
+    let mut req = http::Request::get("/v1/me")
+        .header("authorization", "Bearer worker")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(ctx.clone());
+    let svc = tower::ServiceBuilder::new()
+        .layer(AuthnLayer::new(authn.clone()))
+        .service_fn(|_req: http::Request<axum::body::Body>| async {
+            Ok::<_, Infallible>(http::Response::new(axum::body::Body::empty()))
+        });
+    assert_eq!(tower::ServiceExt::oneshot(svc, req).await.unwrap().status(), 200);
+    let decision = serde_json::to_value(&ctx.decisions()[0]).unwrap();
+    assert_eq!(decision["outcome"], "allow");
+    assert_eq!(decision["details"]["stale"], "true", "{decision}");
     let r = send(&url, Some("never-seen")).await;
     assert_eq!((r.status, r.code()), (503, "introspection_unavailable"));
 

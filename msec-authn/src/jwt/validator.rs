@@ -512,6 +512,7 @@ impl Inner {
                 return Lookup::Hit(Authenticated {
                     principal: e.principal,
                     cached: true,
+                    stale: false,
                 });
             }
             c.remove(&d);
@@ -594,9 +595,6 @@ impl Inner {
                 },
             );
         }
-        Ok(Authenticated {
-            principal,
-            cached: false,
-        })
+        Ok(Authenticated::new(principal))
     }
 }
