@@ -5,6 +5,8 @@
 //!     >> api-keys.jsonl
 //! msec apikey list --file api-keys.jsonl [--subject billing-bot] [--json]
 //! msec apikey revoke 3kTMd9XqPzA --file api-keys.jsonl
+//! MSEC_APIKEY_POSTGRES="host=db user=ops dbname=app" msec apikey new --prefix sk_live --subject ci \
+//!     --postgres-table msec_api_keys
 //! MSEC_APIKEY_POSTGRES="host=db user=ops dbname=app" msec apikey list --postgres-table msec_api_keys
 //! ```
 //!
@@ -46,6 +48,10 @@ pub(crate) enum ApiKeyCmd {
         /// A file of at least 32 bytes (raw) used as the HMAC-SHA256 pepper; without it the digest is SHA-256.
         #[arg(long)]
         pepper_file: Option<PathBuf>,
+        /// Also store the record in this PostgreSQL table (created if absent; the connection string is read
+        /// from MSEC_APIKEY_POSTGRES). The key is shown only once the record is stored.
+        #[arg(long)]
+        postgres_table: Option<String>,
     },
     /// Lists keys: id, prefix, subject, tenant, status (active, expired, revoked), expiry and scopes. Never
     /// prints a key (the store has none) nor, without --json, a digest.
@@ -120,7 +126,8 @@ pub(crate) fn run(cmd: ApiKeyCmd) -> ExitCode {
             tenant,
             expires_in,
             pepper_file,
-        } => new(prefix, scopes, subject, tenant, expires_in, pepper_file).map(|()| ExitCode::SUCCESS),
+            postgres_table,
+        } => new(prefix, scopes, subject, tenant, expires_in, pepper_file, postgres_table).map(|()| ExitCode::SUCCESS),
         ApiKeyCmd::List { store, subject, json } => list(&store, subject.as_deref(), json).map(|()| ExitCode::SUCCESS),
         ApiKeyCmd::Revoke { key_id, store } => revoke(&store, &key_id),
     };
@@ -352,6 +359,7 @@ fn new(
     tenant: Option<String>,
     expires_in: Option<String>,
     pepper_file: Option<PathBuf>,
+    postgres_table: Option<String>,
 ) -> Result<(), String> {
     let hasher = match &pepper_file {
         None => KeyHasher::sha256(),
@@ -379,6 +387,14 @@ fn new(
         spec = spec.expires_in(parse_duration(&d).map_err(|e| format!("--expires-in {e}"))?);
     }
     let issued = spec.issue(&hasher, SystemTime::now()).map_err(|e| e.to_string())?;
+    if let Some(table) = &postgres_table {
+        let record = issued.record.clone();
+        with_pg(table, async |pg| {
+            pg.migrate().await.map_err(|e| e.to_string())?;
+            pg.insert(record).await.map_err(|e| e.to_string())
+        })?;
+        eprintln!("Stored in PostgreSQL table {table}.");
+    }
     eprintln!("API key (shown only now; give it to its owner, it cannot be recovered from the record):");
     eprintln!("{}", issued.key.expose_secret());
     eprintln!(

@@ -212,13 +212,35 @@ fn list_and_revoke_in_postgres() {
     let table = format!("msec_cli_test_{}", std::process::id());
     let store = PgApiKeyStore::new(&conn, &table).unwrap();
     let (key_a, line_a) = new_key(&["--prefix", "sk_live", "--subject", "bot"]);
-    let (_, line_b) = new_key(&["--prefix", "sk_live", "--subject", "other"]);
     rt.block_on(async {
         store.migrate().await.unwrap();
-        for l in [&line_a, &line_b] {
-            store.insert(serde_json::from_str(l).unwrap()).await.unwrap();
-        }
+        store.insert(serde_json::from_str(&line_a).unwrap()).await.unwrap();
     });
+    // `new --postgres-table` stores the record itself (the key is shown only after it is stored).
+    let out = Command::new(env!("CARGO_BIN_EXE_msec"))
+        .args([
+            "apikey",
+            "new",
+            "--prefix",
+            "sk_live",
+            "--subject",
+            "other",
+            "--postgres-table",
+            &table,
+        ])
+        .env("MSEC_APIKEY_POSTGRES", &conn)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line_b = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let record_b: ApiKeyRecord = serde_json::from_str(&line_b).unwrap();
+    let stored = rt.block_on(store.get(&record_b.key_id)).unwrap().unwrap();
+    assert_eq!(*stored, record_b);
+    // Without the connection string, no key is shown.
+    let out = msec(&["apikey", "new", "--prefix", "sk_live", "--postgres-table", &table]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("shown only now"));
     let id_a = parse_key(&key_a).unwrap().key_id().to_owned();
     let pg = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_msec"))
