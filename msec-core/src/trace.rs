@@ -1,4 +1,5 @@
-//! Tracing spans: every msec layer runs a request inside a `DEBUG` span of its own, made by [`layer_span!`].
+//! Tracing spans: every msec layer runs a request inside a `DEBUG` span of its own, made by
+//! [`layer_span!`](crate::layer_span).
 //!
 //! | span | layer |
 //! |---|---|
