@@ -656,10 +656,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let span = msec_core::layer_span!("msec.audit");
-        let mut fut = {
-            let _entered = span.enter();
-            self.begin(req)
-        };
+        let mut fut = span.in_scope(|| self.begin(req));
         fut.span = span;
         fut
     }

@@ -295,10 +295,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let span = msec_core::layer_span!("msec.ratelimit");
-        let mut fut = {
-            let _entered = span.enter();
-            self.call_local(req)
-        };
+        let mut fut = span.in_scope(|| self.call_local(req));
         fut.span = span;
         fut
     }
@@ -323,10 +320,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let span = msec_core::layer_span!("msec.ratelimit");
-        let mut fut = {
-            let _entered = span.enter();
-            self.decide(req)
-        };
+        let mut fut = span.in_scope(|| self.decide(req));
         fut.span = span;
         fut
     }

@@ -183,10 +183,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let span = msec_core::layer_span!("msec.json_guard");
-        let mut fut = {
-            let _entered = span.enter();
-            self.decide(req)
-        };
+        let mut fut = span.in_scope(|| self.decide(req));
         fut.span = span;
         fut
     }
