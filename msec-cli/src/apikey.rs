@@ -317,7 +317,8 @@ fn revoke_in_file(path: &std::path::Path, key_id: &str) -> Result<Option<Revoked
             found = Some(Revoked::Now);
             r.revoked = true;
             out.push_str(&r.to_json_line());
-            out.push('\n');
+            // The line's own ending (LF, CRLF, or none on a last line) stays.
+            out.push_str(&line[line.trim_end_matches(['\r', '\n']).len()..]);
         }
     }
     if matches!(found, Some(Revoked::Now)) {
@@ -418,5 +419,87 @@ mod tests {
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
+    }
+
+    use proptest::prelude::*;
+
+    /// A records file: records (some already revoked), comments, blank lines, CRLF or LF endings, and maybe no
+    /// final newline.
+    fn file() -> impl Strategy<Value = (Vec<String>, Vec<ApiKeyRecord>, bool)> {
+        let hasher = KeyHasher::sha256();
+        let line = prop_oneof![
+            3 => (any::<bool>(), "[a-z]{1,8}").prop_map(move |(revoked, subject)| {
+                let mut r = ApiKeySpec::new("sk_live")
+                    .subject(subject)
+                    .issue(&hasher, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+                    .map(|i| i.record)
+                    .unwrap_or_else(|_| unreachable!());
+                r.revoked = revoked;
+                Some(r)
+            }),
+            1 => Just(None),
+        ];
+        (
+            prop::collection::vec((line, "(# [ -~]{0,20})?", any::<bool>()), 1..12),
+            any::<bool>(),
+        )
+            .prop_map(|(items, final_newline)| {
+                let mut lines = Vec::new();
+                let mut records = Vec::new();
+                for (record, comment, crlf) in items {
+                    let text = match &record {
+                        Some(r) => r.to_json_line(),
+                        None => comment,
+                    };
+                    lines.push(format!("{text}{}", if crlf { "\r\n" } else { "\n" }));
+                    records.extend(record);
+                }
+                (lines, records, final_newline)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Revoking one key changes exactly its line (to the same record, revoked) and leaves every other byte
+        /// of the file as it was; revoking it again, or an unknown id, changes nothing.
+        #[test]
+        fn revoke_touches_one_line((lines, records, final_newline) in file(), pick in any::<prop::sample::Index>()) {
+            let dir = tempfile::tempdir().unwrap_or_else(|_| unreachable!());
+            let path = dir.path().join("keys.jsonl");
+            let mut text = lines.concat();
+            if !final_newline {
+                text.truncate(text.trim_end_matches(['\r', '\n']).len());
+            }
+            std::fs::write(&path, &text).unwrap_or_else(|_| unreachable!());
+            let missing = revoke_in_file(&path, "AAAAAAAAAAA").map_err(TestCaseError::fail)?;
+            prop_assert!(missing.is_none());
+            prop_assert_eq!(std::fs::read_to_string(&path).ok(), Some(text.clone()));
+            if records.is_empty() {
+                return Ok(());
+            }
+            let target = pick.get(&records).clone();
+            let outcome = revoke_in_file(&path, &target.key_id).map_err(TestCaseError::fail)?;
+            let after = std::fs::read_to_string(&path).unwrap_or_default();
+            let before_lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let after_lines: Vec<&str> = after.split_inclusive('\n').collect();
+            prop_assert_eq!(before_lines.len(), after_lines.len());
+            for (b, a) in before_lines.iter().zip(&after_lines) {
+                let was: Option<ApiKeyRecord> = serde_json::from_str(b.trim()).ok();
+                if was.as_ref().is_some_and(|r| r.key_id == target.key_id) && !target.revoked {
+                    let mut expect = target.clone();
+                    expect.revoked = true;
+                    prop_assert_eq!(serde_json::from_str::<ApiKeyRecord>(a.trim()).ok(), Some(expect));
+                    let ending = |l: &str| l[l.trim_end_matches(['\r', '\n']).len()..].to_owned();
+                    prop_assert_eq!(ending(b), ending(a), "the line keeps its ending");
+                } else {
+                    prop_assert_eq!(b, a);
+                }
+            }
+            prop_assert_eq!(matches!(outcome, Some(Revoked::Already)), target.revoked);
+            let again = revoke_in_file(&path, &target.key_id).map_err(TestCaseError::fail)?;
+            prop_assert!(matches!(again, Some(Revoked::Already)));
+            prop_assert_eq!(std::fs::read_to_string(&path).ok(), Some(after));
+        }
     }
 }
