@@ -5,7 +5,8 @@
 //! - **HTTPS only** ([`HttpConfig`] rules: webpki roots plus added roots; plain HTTP only to loopback behind
 //!   [`HttpConfig::danger_allow_http_for_loopback`]). Redirects are refused: a POST carrying client credentials is
 //!   never re-sent elsewhere.
-//! - **A bounded cache** (quick_cache) keyed by SHA-256 of the token — the cache never holds a token. A positive
+//! - **A bounded cache** (quick_cache) keyed by a keyed 128-bit digest of the token (SipHash-2-4 under a random
+//!   per-process key) — the cache never holds a token. A positive
 //!   entry lives at most [`max_ttl`](IntrospectionBuilder::max_ttl) and never past the token's `exp`; `active:
 //!   false` (and an active token this service does not accept: wrong `iss` / `aud`) is cached for the short
 //!   [`negative_ttl`](IntrospectionBuilder::negative_ttl). Expiry reads the injected [`Clock`].

@@ -14,7 +14,8 @@
 //! 5. Claims: `typ` policy; `exp` (required by default), `nbf`, `iat` not in the future, all as JSON numbers,
 //!    with leeway; maximum lifetime; `aud` contains a configured audience; required claims.
 //! 6. The claims become a [`Principal`](msec_core::Principal) ([`ClaimMapping`]); the result is cached under
-//!    SHA-256(token) until `exp` or until its key leaves the issuer's key set.
+//!    a keyed 128-bit digest of the token (SipHash-2-4 under a random per-process key: the cache holds no token)
+//!    until `exp` or until its key leaves the issuer's key set.
 
 mod authenticator;
 mod claims;
