@@ -41,19 +41,42 @@ fn key() -> Option<&'static [u8; 16]> {
 
 /// The cache key of `token` (see the module docs).
 pub(crate) fn digest(token: &[u8]) -> Digest {
-    match key() {
-        Some(k) => {
-            use siphasher::sip128::Hasher128 as _;
-            use std::hash::Hasher as _;
-            let mut h = siphasher::sip128::SipHasher24::new_with_key(k);
-            h.write(token);
-            u128::from(h.finish128()).to_le_bytes()
+    let mut d = Digester::new();
+    d.update(token);
+    d.finish()
+}
+
+/// A keyed digest fed in parts (the module docs' function): for cache keys made of several fields, which the
+/// caller length-prefixes. Local to this process: never for keys other processes must compute (Redis).
+pub(crate) enum Digester {
+    Keyed(siphasher::sip128::SipHasher24),
+    Fallback(ring::digest::Context),
+}
+
+impl Digester {
+    pub(crate) fn new() -> Self {
+        match key() {
+            Some(k) => Self::Keyed(siphasher::sip128::SipHasher24::new_with_key(k)),
+            None => Self::Fallback(ring::digest::Context::new(&ring::digest::SHA256)),
         }
-        None => {
-            let d = ring::digest::digest(&ring::digest::SHA256, token);
-            let mut out = [0; 16];
-            out.copy_from_slice(&d.as_ref()[..16]);
-            out
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Keyed(h) => std::hash::Hasher::write(h, bytes),
+            Self::Fallback(c) => c.update(bytes),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Digest {
+        match self {
+            Self::Keyed(h) => u128::from(siphasher::sip128::Hasher128::finish128(&h)).to_le_bytes(),
+            Self::Fallback(c) => {
+                let d = c.finish();
+                let mut out = [0; 16];
+                out.copy_from_slice(&d.as_ref()[..16]);
+                out
+            }
         }
     }
 }

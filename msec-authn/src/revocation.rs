@@ -372,9 +372,9 @@ mod redis_impl {
         ///
         /// The price is staleness: **a revocation made by another replica takes up to `ttl` to reach this
         /// one** (one made through this denylist clears its own cache at once). Pick `ttl` against how fast a
-        /// revocation must bite; it is refused above [`MAX_LOCAL_CACHE_TTL`] (5 minutes). Entries are keyed by a
-        /// SHA-256 of the token's issuer, id, subject and issue time, and expire on the injected
-        /// [`clock`](Self::clock).
+        /// revocation must bite; it is refused above [`MAX_LOCAL_CACHE_TTL`] (5 minutes). Entries are keyed by
+        /// the token caches' keyed digest (SipHash-2-4-128 under a per-process key) of the token's issuer, id,
+        /// subject and issue time, and expire on the injected [`clock`](Self::clock).
         ///
         /// ```no_run
         /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -466,34 +466,33 @@ mod redis_impl {
     /// Answers per token: (revoked, valid until this monotonic instant).
     struct LocalCache {
         ttl: Duration,
-        answers: quick_cache::sync::Cache<[u8; 32], (bool, Duration)>,
+        answers: quick_cache::sync::Cache<crate::cache::Digest, (bool, Duration)>,
         /// Bumped by every local revocation: an answer fetched before one is not cached after it.
         generation: std::sync::atomic::AtomicU64,
     }
 
     /// The cache key of `p`'s answer: everything `is_revoked` reads, length-prefixed.
-    fn answer_key(p: &Principal) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    fn answer_key(p: &Principal) -> crate::cache::Digest {
+        // The token caches' keyed digest: local to this process, so no one else can compute an entry's key.
+        let mut d = crate::cache::Digester::new();
         for field in [p.issuer.as_deref(), p.token_id.as_deref(), Some(p.subject.as_str())] {
             match field {
                 Some(v) => {
-                    ctx.update(&[1]);
-                    ctx.update(&(v.len() as u64).to_be_bytes());
-                    ctx.update(v.as_bytes());
+                    d.update(&[1]);
+                    d.update(&(v.len() as u64).to_be_bytes());
+                    d.update(v.as_bytes());
                 }
-                None => ctx.update(&[0]),
+                None => d.update(&[0]),
             }
         }
         match issued_at(p) {
             Some(iat) => {
-                ctx.update(&[1]);
-                ctx.update(&iat.to_be_bytes());
+                d.update(&[1]);
+                d.update(&iat.to_be_bytes());
             }
-            None => ctx.update(&[0]),
+            None => d.update(&[0]),
         }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
+        d.finish()
     }
 
     /// A denylist in Redis, shared by every replica. Keys are `<prefix>:jti:<hash>` and `<prefix>:sub:<hash>`
